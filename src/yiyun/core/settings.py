@@ -1,0 +1,57 @@
+"""Settings from YIYUN_* environment variables and an optional .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="YIYUN_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="Folder for the SQLite file, files and exports.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under data_dir.")
+    base_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL used in links.")
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, description="Largest request body accepted.")
+    default_tenant: str = Field(default="default", description="Tenant used when a request names none.")
+    tenant_header: str = Field(default="X-Yiyun-Tenant", description="Development-only header naming the tenant.")
+    page_size_default: int = 50
+    page_size_max: int = 1000
+    locale: str = "zh_CN"
+    log_level: str = "INFO"
+    log_json: bool = True
+    validate_on_write: bool = True
+
+    @property
+    def resolved_database_url(self) -> str:
+        return async_url(self.database_url or f"sqlite:///{self.data_dir.resolve() / 'yiyun.db'}")
+
+
+def async_url(url: str) -> str:
+    """Map a plain SQLAlchemy URL to its async driver (asyncpg, aiosqlite)."""
+    for plain, driver in (
+        ("postgresql+psycopg://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite+pysqlite://", "sqlite+aiosqlite://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain):]
+    return url
+
+
+def sync_url(url: str) -> str:
+    """The same database through a synchronous driver, for migrations."""
+    url = async_url(url)
+    return url.replace("postgresql+asyncpg://", "postgresql+psycopg://").replace(
+        "sqlite+aiosqlite://", "sqlite://"
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""yiyun.identity"""
