@@ -81,6 +81,7 @@ class Walker:
     # -- elements ------------------------------------------------------------------
 
     def obj(self, obj: dict, ts: TypeSchema, path: str) -> None:
+        """One JSON object against its type. Kept as one loop: it runs for every node."""
         fields = ts.fields
         choices: dict[str, str] | None = None
         if len(obj) < 2 and (not obj or "id" in obj):
@@ -254,9 +255,9 @@ class Walker:
             if type(c) is not dict:
                 continue
             system = c.get("system")
-            if type(system) is str and system in systems:
-                code = c.get("code")
-                if type(code) is str and code in systems[system]:
+            code = c.get("code")
+            if type(system) is str and type(code) is str and system in systems:
+                if code in systems[system]:
                     return
                 if first_bad is None:
                     first_bad = (i, code)
