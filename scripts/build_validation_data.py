@@ -185,7 +185,8 @@ class SchemaBuilder:
                         # SimpleQuantity is a profile: the JSON name stays valueQuantity.
                         jname = "Quantity" if code == "SimpleQuantity" else code
                         key = base + jname[0].upper() + jname[1:]
-                        fields[key] = [code, is_array, None if code not in ("code", "Coding", "CodeableConcept") else binding, targets, base]
+                        coded = code in ("code", "Coding", "CodeableConcept")
+                        fields[key] = [code, is_array, binding if coded else None, targets, base]
                         keys.append(key)
                 else:
                     if len(codes) != 1:

@@ -165,7 +165,8 @@ def test_a_resource_must_be_an_object(value: object) -> None:
 
 def test_unknown_elements_are_rejected_at_any_depth() -> None:
     assert errors({"resourceType": "Patient", "nickname": "Bo"}) == [("structure", "Patient.nickname")]
-    assert paths({"resourceType": "Patient", "name": [{"family": "Zhang", "middle": "X"}]}) == ["Patient.name[0].middle"]
+    middle = {"resourceType": "Patient", "name": [{"family": "Zhang", "middle": "X"}]}
+    assert paths(middle) == ["Patient.name[0].middle"]
     # a primitive extension sibling of a complex element is not a thing
     assert paths({"resourceType": "Patient", "_name": [{"id": "a"}]}) == ["Patient._name"]
     # the JSON name of a choice type must be one of the allowed types
@@ -197,7 +198,8 @@ def test_wrong_primitive_types() -> None:
     assert paths({"resourceType": "Patient", "photo": [{"data": "not base64!"}]}) == ["Patient.photo[0].data"]
     assert paths({"resourceType": "Patient", "photo": [{"data": "aGVs bG8="}]}) == []
     assert paths({"resourceType": "Patient", "implicitRules": "http://a b"}) == ["Patient.implicitRules"]
-    assert paths({"resourceType": "Patient", "text": {"status": "generated", "div": "<p>x</p>"}}) == ["Patient.text.div"]
+    narrative = {"resourceType": "Patient", "text": {"status": "generated", "div": "<p>x</p>"}}
+    assert paths(narrative) == ["Patient.text.div"]
 
 
 def test_missing_required_elements() -> None:
@@ -248,8 +250,9 @@ def test_reference_target_types() -> None:
     typed = {"resourceType": "Patient", "managingOrganization": {"type": "Patient", "display": "x"}}
     assert paths(typed) == ["Patient.managingOrganization.type"]
     # Reference(Any) and references inside datatypes
-    assert paths({"resourceType": "Provenance", "target": [{"reference": "Patient/1"}], "recorded": "2020-01-01T00:00:00Z",
-                  "agent": [{"who": {"reference": "Device/1"}}]}) == []
+    provenance = {"resourceType": "Provenance", "target": [{"reference": "Patient/1"}],
+                  "recorded": "2020-01-01T00:00:00Z", "agent": [{"who": {"reference": "Device/1"}}]}
+    assert paths(provenance) == []
     note = obs(note=[{"authorReference": {"reference": "Encounter/9"}, "text": "x"}])
     assert paths(note) == ["Observation.note[0].authorReference.reference"]
 
@@ -305,9 +308,8 @@ def test_empty_objects_and_extensions() -> None:
     assert paths({"resourceType": "Patient", "extension": [nested]}) == [
         "Patient.extension[0].extension[0].valueQuantity.value"
     ]
-    assert paths({"resourceType": "Patient", "_birthDate": {"extension": [{"url": "http://x", "valueBoolean": 1}]}}) == [
-        "Patient._birthDate.extension[0].valueBoolean"
-    ]
+    birth = {"resourceType": "Patient", "_birthDate": {"extension": [{"url": "http://x", "valueBoolean": 1}]}}
+    assert paths(birth) == ["Patient._birthDate.extension[0].valueBoolean"]
 
 
 def test_invalid_contained_resource() -> None:
@@ -331,7 +333,8 @@ def test_bad_resource_inside_a_bundle_entry() -> None:
     assert errors(bad) == [("code-invalid", "Bundle.entry[3].resource.status")]
     bad["entry"][1]["request"]["method"] = "FETCH"
     assert paths(bad) == ["Bundle.entry[1].request.method", "Bundle.entry[3].resource.status"]
-    params = {"resourceType": "Parameters", "parameter": [{"name": "r", "resource": {"resourceType": "Patient", "x": 1}}]}
+    params = {"resourceType": "Parameters",
+              "parameter": [{"name": "r", "resource": {"resourceType": "Patient", "x": 1}}]}
     assert paths(params) == ["Parameters.parameter[0].resource.x"]
 
 
@@ -397,3 +400,47 @@ def test_random_json_never_raises(value: object) -> None:
     for issue in issues:
         assert issue.severity == "error" and issue.code and issue.diagnostics
         assert len(issue.expression) == 1 and isinstance(issue.expression[0], str)
+
+
+_SAMPLE = {
+    "resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:0b5e2e0c-7f1c-4b8e-9a8d-1c2b3a4d5e6f", "request": {"method": "POST", "url": "Patient"},
+         "resource": {"resourceType": "Patient", "id": "p1", "active": True, "gender": "female",
+                      "birthDate": "1980-02-29",
+                      "name": [{"family": "Zhang", "given": ["Wei", None],
+                                "_given": [None, {"extension": [{"url": "http://x", "valueString": "y"}]}]}],
+                      "managingOrganization": {"reference": "Organization/o1"},
+                      "extension": [{"url": "http://x",
+                                     "valueCodeableConcept": {"coding": [{"system": "s", "code": "c"}]}}],
+                      "contained": [{"resourceType": "Organization", "id": "o1", "name": "Clinic"}]}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "bw"},
+                      "valueQuantity": {"value": 70.5, "unit": "kg"}, "subject": {"reference": "Patient/p1"},
+                      "effectiveDateTime": "2020-01-01T10:00:00+08:00",
+                      "component": [{"code": {"text": "x"}, "valueString": "y"}]},
+         "request": {"method": "POST", "url": "Observation"}},
+        {"resource": {"resourceType": "Questionnaire", "status": "active",
+                      "item": [{"linkId": "1", "type": "group", "item": [{"linkId": "1.1", "type": "boolean"}]}]}},
+    ],
+}
+
+
+def _slots(node: object, out: list) -> list:
+    """Every (container, key) in a JSON tree, so one position can be replaced."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        out.append((node, key))
+        _slots(child, out)
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_resources_never_raise(data: st.DataObject) -> None:
+    sample = copy.deepcopy(_SAMPLE)
+    assert validate_resource(sample) == []
+    slots = _slots(sample, [])
+    for _ in range(data.draw(st.integers(1, 3))):
+        container, key = data.draw(st.sampled_from(slots))
+        container[key] = data.draw(json_values)
+    for issue in validate_resource(sample):
+        assert issue.severity == "error" and issue.code and len(issue.expression) == 1

@@ -75,7 +75,9 @@ class Walker:
             path = rt
         elif in_contained and "contained" in res:
             # dom-2: https://hl7.org/fhir/R4/domainresource.html#invs
-            self.error("invariant", "dom-2: a contained resource SHALL NOT contain other resources", path + ".contained")
+            self.error(
+                "invariant", "dom-2: a contained resource SHALL NOT contain other resources", path + ".contained"
+            )
         self.obj(res, self.types[rt], path)
 
     # -- elements ------------------------------------------------------------------
@@ -110,7 +112,9 @@ class Walker:
                     self.two_choices(choice, choices[choice], key, path)
             if is_array:
                 if type(val) is not list:
-                    self.error("structure", f"{key} repeats and must be a JSON array, not {_jtype(val)}", f"{path}.{key}")
+                    self.error(
+                        "structure", f"{key} repeats and must be a JSON array, not {_jtype(val)}", f"{path}.{key}"
+                    )
                     continue
                 if not val:
                     self.error("structure", f"{key} is an empty array; omit it instead", f"{path}.{key}")
@@ -218,7 +222,8 @@ class Walker:
         self.error("value", f"Invalid {tname} {_show(val)}: expected {EXPECTED[tname]}", path)
 
     def two_choices(self, choice: str, first: str, second: str, path: str) -> None:
-        self.error("structure", f"Only one {choice}[x] is allowed: found {first} and {second.lstrip('_')}", f"{path}.{second}")
+        message = f"Only one {choice}[x] is allowed: found {first} and {second.lstrip('_')}"
+        self.error("structure", message, f"{path}.{second}")
 
     def not_object(self, val: object, path: str) -> None:
         if val is None:
