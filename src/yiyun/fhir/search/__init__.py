@@ -1,0 +1,40 @@
+"""FHIR R4 search: index extraction at write time and query execution.
+
+https://hl7.org/fhir/R4/search.html — every SearchParameter of R4 4.0.1 is compiled into
+an extractor (`registry`, `compiler`); values land in typed index tables (`tables`) when a
+resource is written (`write_index`) and searches are indexed SQL over them (`search`).
+"""
+
+from __future__ import annotations
+
+from yiyun.fhir.search.engine import SearchResult, search
+from yiyun.fhir.search.index import delete_index, extract, reindex, write_index
+from yiyun.fhir.search.query import SearchError
+from yiyun.fhir.search.registry import SearchParamDef, builtin_registry
+from yiyun.fhir.search.tables import INDEX_TABLES
+
+
+def known_params(res_type: str) -> dict[str, SearchParamDef]:
+    """Built-in parameters of a resource type (incl. the common ones), for the CapabilityStatement.
+    Parameters this server does not support (`_text`, `_content`, `_query`, `near`) are left out."""
+    from yiyun.fhir.search.registry import UNSUPPORTED_PARAMS
+
+    return {
+        code: d
+        for code, d in builtin_registry().params(res_type).items()
+        if code not in UNSUPPORTED_PARAMS and d.type != "special" and (d.expression or code in ("_id", "_lastUpdated"))
+    }
+
+
+__all__ = [
+    "INDEX_TABLES",
+    "SearchError",
+    "SearchParamDef",
+    "SearchResult",
+    "delete_index",
+    "extract",
+    "known_params",
+    "reindex",
+    "search",
+    "write_index",
+]

@@ -1,0 +1,101 @@
+"""Write-time index extraction (https://hl7.org/fhir/R4/search.html): each current resource
+version gets typed index rows; search is then indexed SQL over those rows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+import orjson
+
+from yiyun.fhir.search import custom
+from yiyun.fhir.search.registry import Registry, builtin_registry
+from yiyun.fhir.search.tables import INDEX_TABLES, TABLE_BY_TYPE
+from yiyun.fhir.tables import resource as resource_table
+
+_TABLE_KEYS = list(TABLE_BY_TYPE)
+_COLUMNS = {
+    key: [c.name for c in table.columns if c.name not in ("rid", "tenant", "res_type")]
+    for key, table in TABLE_BY_TYPE.items()
+}
+
+
+def extract(res: dict, registry: Registry | None = None) -> dict[str, list[tuple]]:
+    """Index rows of one resource: {table key: [(param, *typed columns), ...]}, deduplicated."""
+    registry = registry or builtin_registry()
+    sink: dict[str, list] = {k: [] for k in _TABLE_KEYS}
+    rt = res.get("resourceType")
+    if type(rt) is not str:
+        return sink
+    for cp in registry.compiled(rt):
+        cp.extract(res, sink)
+    for k, rows in sink.items():
+        if len(rows) > 1:
+            sink[k] = list(dict.fromkeys(rows))
+    return sink
+
+
+async def write_index(conn: AsyncConnection, items: list[tuple[int, str, dict]], *, replace: bool) -> None:
+    """Index the current version of each (rid, tenant, resource); one executemany per table."""
+    if not items:
+        return
+    if replace:
+        await delete_index(conn, [rid for rid, _, _ in items])
+    registries: dict[str, Registry] = {}
+    batches: dict[str, list[dict]] = defaultdict(list)
+    for rid, tenant, res in items:
+        reg = registries.get(tenant)
+        if reg is None:
+            reg = registries[tenant] = await custom.registry_for(conn, tenant)
+        rt = res.get("resourceType")
+        for key, rows in extract(res, reg).items():
+            if not rows:
+                continue
+            cols = _COLUMNS[key]
+            out = batches[key]
+            for row in rows:
+                d = dict(zip(cols, row))
+                d["rid"] = rid
+                d["tenant"] = tenant
+                d["res_type"] = rt
+                out.append(d)
+    for key, rows in batches.items():
+        await conn.execute(TABLE_BY_TYPE[key].insert(), rows)
+
+
+async def delete_index(conn: AsyncConnection, rids: list[int]) -> None:
+    """Drop all index rows of these resources (deleted, or about to be re-indexed)."""
+    if not rids:
+        return
+    for i in range(0, len(rids), 500):
+        chunk = list(rids[i : i + 500])
+        for table in INDEX_TABLES:
+            await conn.execute(delete(table).where(table.c.rid.in_(chunk)))
+
+
+async def reindex(conn: AsyncConnection, tenant: str | None = None, batch: int = 500) -> int:
+    """Recompute index rows of every live resource (of one tenant, or all); returns the count.
+
+    Needed after custom SearchParameters change: their expressions apply to new writes at once,
+    to existing resources only after this."""
+    custom.invalidate(tenant)
+    r = resource_table
+    last, count = 0, 0
+    while True:
+        q = (
+            select(r.c.rid, r.c.tenant, r.c.content)
+            .where(r.c.deleted.is_(False), r.c.rid > last)
+            .order_by(r.c.rid)
+            .limit(batch)
+        )
+        if tenant is not None:
+            q = q.where(r.c.tenant == tenant)
+        rows = (await conn.execute(q)).all()
+        if not rows:
+            return count
+        items = [(row.rid, row.tenant, orjson.loads(row.content)) for row in rows]
+        await write_index(conn, items, replace=True)
+        count += len(items)
+        last = rows[-1].rid
