@@ -1,0 +1,99 @@
+"""Composition root: builds the FastAPI application and mounts every module."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from yiyun import __version__
+from yiyun.core.db import dispose_engines
+from yiyun.core.errors import YiyunError
+from yiyun.core.logging import configure_logging, get_logger
+from yiyun.core.settings import get_settings
+from yiyun.fhir import operations as _fhir_operations  # noqa: F401  (registers $validate, $export)
+from yiyun.fhir.api import BASE_PATH, FHIR_JSON, fhir_error_response, internal_error_outcome
+from yiyun.fhir.api import router as fhir_api_router
+from yiyun.web.health import router as health_router
+from yiyun.web.pages import router as web_router
+
+log = get_logger("yiyun.http")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    yield
+    await dispose_engines()
+
+
+def _optional_routers() -> list:
+    """Routers of modules that are present in this build."""
+    routers = []
+    try:
+        from yiyun.knowledge.api import router as knowledge_api
+        from yiyun.knowledge.pages import router as knowledge_pages
+
+        routers += [knowledge_api, knowledge_pages]
+    except ImportError:
+        pass
+    return routers
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    app = FastAPI(
+        title="yiyun 医云",
+        version=__version__,
+        description="Internet + Healthcare cloud on HL7 FHIR R4",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+    )
+
+    @app.middleware("http")
+    async def access_log(request: Request, call_next):
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:  # the last line of defence: never a bare 500 page
+            log.exception("unhandled_error", path=request.url.path)
+            if request.url.path.startswith(BASE_PATH):
+                response = Response(internal_error_outcome("服务器内部错误 (internal error)"), 500, media_type=FHIR_JSON)
+            else:
+                response = JSONResponse({"detail": "服务器内部错误"}, status_code=500)
+        response.headers["X-Request-Id"] = request_id
+        log.info(
+            "request",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        structlog.contextvars.clear_contextvars()
+        return response
+
+    @app.exception_handler(YiyunError)
+    async def yiyun_error(request: Request, exc: YiyunError):
+        if request.url.path.startswith(BASE_PATH):
+            return fhir_error_response(exc)
+        return Response(
+            orjson.dumps({"detail": exc.message, "code": exc.code}),
+            status_code=exc.status,
+            media_type="application/json",
+            headers=exc.headers,
+        )
+
+    app.include_router(health_router)
+    app.include_router(fhir_api_router)
+    for r in _optional_routers():
+        app.include_router(r)
+    app.include_router(web_router)
+    return app

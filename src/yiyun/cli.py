@@ -1,0 +1,206 @@
+"""The `yiyun` command. Operators script these names: keep them stable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from yiyun.core.settings import get_settings
+
+app = typer.Typer(help="yiyun 医云: Internet + Healthcare cloud on HL7 FHIR R4", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema: apply, revert and inspect migrations.", no_args_is_help=True)
+fhir_app = typer.Typer(help="FHIR store: import and export resources.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(fhir_app, name="fhir")
+console = Console(stderr=True)
+
+try:  # the knowledge module mounts its own commands when present
+    from yiyun.knowledge.cli import app as knowledge_app
+
+    app.add_typer(knowledge_app, name="knowledge", help="Medical knowledge: triage, diagnosis, Q&A, drugs.")
+except ImportError:  # pragma: no cover - the module ships with the package
+    pass
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes."),
+    reload: bool = typer.Option(False, "--reload", help="Reload on code changes (development)."),
+) -> None:
+    """Start the web and API server."""
+    import uvicorn
+
+    uvicorn.run(
+        "yiyun.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        reload=reload,
+        log_level=get_settings().log_level.lower(),
+        access_log=False,
+    )
+
+
+# ----------------------------------------------------------------------- db
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from yiyun.core import migrations
+
+    migrations.upgrade(revision)
+    console.print(f"[green]database at {revision}[/green]")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. -1 or base.")) -> None:
+    """Revert migrations down to REVISION."""
+    from yiyun.core import migrations
+
+    migrations.downgrade(revision)
+    console.print(f"[yellow]database at {revision}[/yellow]")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's current revision and the newest one."""
+    from sqlalchemy import create_engine
+
+    from yiyun.core import migrations
+    from yiyun.core.settings import sync_url
+
+    engine = create_engine(sync_url(get_settings().resolved_database_url))
+    with engine.connect() as conn:
+        current = migrations.current_revision(conn)
+    engine.dispose()
+    head = migrations.head_revision()
+    typer.echo(f"current: {current or 'none'}")
+    typer.echo(f"head:    {head}")
+    if current != head:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------- fhir
+def _context(tenant: str):
+    from yiyun.fhir.model import RequestContext
+
+    settings = get_settings()
+    return RequestContext(tenant=tenant, subject="cli", base_url=settings.base_url.rstrip("/") + "/fhir/R4")
+
+
+@fhir_app.command("import")
+def fhir_import(
+    paths: List[Path] = typer.Argument(..., help="Bundle (.json) or NDJSON (.ndjson) files, or folders of them."),
+    tenant: str = typer.Option(None, "--tenant", help="Tenant that owns the resources (default: the default tenant)."),
+    server_ids: bool = typer.Option(False, "--server-ids", help="Let the server assign ids to POSTed resources."),
+    no_validate: bool = typer.Option(False, "--no-validate", help="Skip validation (trusted data only)."),
+) -> None:
+    """Load transaction/batch/collection Bundles and NDJSON into the store."""
+    from yiyun.fhir.loader import LoadReport, discover
+
+    try:
+        files = discover(paths)
+    except FileNotFoundError as exc:
+        console.print(f"[red]找不到文件 (not found): {exc}[/red]")
+        raise typer.Exit(2)
+    report = LoadReport()
+    started = time.perf_counter()
+    asyncio.run(_import(files, tenant or get_settings().default_tenant, not server_ids, not no_validate, report))
+    elapsed = time.perf_counter() - started
+    console.print(
+        f"imported {report.resources} resources from {report.files} files "
+        f"({report.bundles} bundles) in {elapsed:.1f}s — {report.resources / max(elapsed, 1e-9):.0f} resources/s"
+    )
+    for res_type, n in sorted(report.by_type.items(), key=lambda kv: -kv[1])[:20]:
+        console.print(f"  {res_type:<28} {n}")
+    if report.failed:
+        console.print(f"[red]{len(report.failed)} failed:[/red]")
+        for where, why in report.failed[:50]:
+            console.print(f"  {where}: {why}")
+        raise typer.Exit(1)
+
+
+async def _import(files, tenant, keep_ids, validate, report) -> None:
+    from yiyun.core.db import dispose_engines, get_engine
+    from yiyun.fhir.loader import Loader
+
+    loader = Loader(get_engine(), _context(tenant), keep_ids=keep_ids, validate=validate)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task("importing", total=len(files))
+        for path in files:
+            progress.update(task, description=path.name[:40])
+            await loader.load_path(path, report)
+            progress.advance(task)
+    await dispose_engines()
+
+
+@fhir_app.command("export")
+def fhir_export(
+    directory: Path = typer.Argument(..., help="Folder to write <Type>.ndjson files into."),
+    tenant: str = typer.Option(None, "--tenant"),
+    types: Optional[str] = typer.Option(None, "--type", help="Comma-separated resource types."),
+) -> None:
+    """Write every resource as NDJSON, one file per resource type."""
+    from yiyun.core.db import dispose_engines, get_engine
+    from yiyun.fhir.bulk import write_ndjson
+
+    async def run():
+        try:
+            return await write_ndjson(
+                get_engine(), tenant or get_settings().default_tenant, directory,
+                types=[t.strip() for t in types.split(",")] if types else None,
+            )
+        finally:
+            await dispose_engines()
+
+    started = time.perf_counter()
+    outputs = asyncio.run(run())
+    total = sum(o["count"] for o in outputs)
+    elapsed = time.perf_counter() - started
+    for o in outputs:
+        typer.echo(f"{o['file']:<36} {o['count']}")
+    typer.echo(f"exported {total} resources in {elapsed:.1f}s to {directory}")
+
+
+# --------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    seed: int = typer.Option(20240601, "--seed", help="Random seed: the same seed gives the same data."),
+    if_empty: bool = typer.Option(False, "--if-empty", help="Do nothing when demo data is already loaded."),
+) -> None:
+    """Create the schema and load the demo region (hospitals, doctors, 2,000 patients)."""
+    from yiyun.core import migrations
+
+    migrations.upgrade()
+    loaded = asyncio.run(_load_demo(seed, if_empty))
+    typer.echo(json.dumps(loaded, ensure_ascii=False))
+
+
+async def _load_demo(seed: int, if_empty: bool) -> dict:
+    from yiyun.core.db import dispose_engines, get_engine
+    from yiyun.demo.loader import load_demo
+
+    try:
+        return await load_demo(get_engine(), seed=seed, if_empty=if_empty)
+    finally:
+        await dispose_engines()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Database engines: SQLite (WAL) by default, PostgreSQL when configured.
+
+One engine per process. Units of work are opened by callers (`unit_of_work`), commit
+once at the end and roll back on any error, so a request never leaves half a write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from yiyun.core.settings import Settings, async_url, get_settings
+
+_engines: dict[str, AsyncEngine] = {}
+
+
+def is_sqlite(url_or_engine) -> bool:
+    url = url_or_engine.url if hasattr(url_or_engine, "url") else make_url(str(url_or_engine))
+    return url.get_backend_name() == "sqlite"
+
+
+def _prepare_sqlite(engine: AsyncEngine) -> None:
+    # The driver's own transaction handling is switched off so that we can issue
+    # BEGIN IMMEDIATE for writers: two deferred writers upgrading their locks at the
+    # same time would otherwise fail with SQLITE_BUSY instead of queueing.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn):  # pragma: no cover
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_engine_for(url: str) -> AsyncEngine:
+    url = async_url(url)
+    if is_sqlite(url):
+        db_path = make_url(url).database
+        if db_path and db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, pool_size=8, max_overflow=8, pool_timeout=60)
+        _prepare_sqlite(engine)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def get_engine(settings: Settings | None = None) -> AsyncEngine:
+    settings = settings or get_settings()
+    url = settings.resolved_database_url
+    if url not in _engines:
+        _engines[url] = create_engine_for(url)
+    return _engines[url]
+
+
+async def dispose_engines() -> None:
+    for engine in list(_engines.values()):
+        await engine.dispose()
+    _engines.clear()
+
+
+@contextlib.asynccontextmanager
+async def unit_of_work(engine: AsyncEngine, *, write: bool = True) -> AsyncIterator[AsyncConnection]:
+    """One transaction: committed when the block ends, rolled back on any exception."""
+    conn = await engine.connect()
+    try:
+        if is_sqlite(engine):
+            conn = await conn.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
+        async with conn.begin():
+            yield conn
+    finally:
+        await conn.close()

@@ -1,0 +1,55 @@
+"""Loading the demo region into the store, once (`yiyun demo`, `make demo`)."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from yiyun.core.db import unit_of_work
+from yiyun.core.settings import get_settings
+from yiyun.fhir.loader import Loader, LoadReport
+from yiyun.fhir.model import RequestContext
+from yiyun.fhir.tables import resource as resource_t
+
+CHUNK = 500
+
+
+async def _already_loaded(engine: AsyncEngine, tenant: str, organization_id: str) -> bool:
+    async with unit_of_work(engine, write=False) as conn:
+        row = (
+            await conn.execute(
+                select(resource_t.c.rid).where(
+                    resource_t.c.tenant == tenant,
+                    resource_t.c.res_type == "Organization",
+                    resource_t.c.res_id == organization_id,
+                )
+            )
+        ).first()
+    return row is not None
+
+
+async def load_demo(engine: AsyncEngine, *, seed: int, if_empty: bool) -> dict:
+    from yiyun.demo import generate_demo
+
+    started = time.perf_counter()
+    data = generate_demo(seed)
+    first = data.tenants[0]
+    if if_empty and await _already_loaded(engine, first.slug, first.organization_id):
+        return {"status": "already-loaded", "tenants": [t.slug for t in data.tenants]}
+    base = get_settings().base_url.rstrip("/") + "/fhir/R4"
+    by_tenant: dict[str, list[dict]] = {}
+    for tenant, resource in data.resources:
+        by_tenant.setdefault(tenant, []).append(resource)
+    report = LoadReport()
+    for tenant, resources in by_tenant.items():
+        loader = Loader(engine, RequestContext(tenant=tenant, subject="demo", base_url=base))
+        for start in range(0, len(resources), CHUNK):
+            await loader.load_resources(resources[start : start + CHUNK], report)
+    return {
+        "status": "loaded",
+        "tenants": [t.slug for t in data.tenants],
+        "resources": report.resources,
+        "seconds": round(time.perf_counter() - started, 1),
+    }

@@ -1,0 +1,34 @@
+"""The home page: the portals of the platform and links for integrators."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from yiyun.web.templating import render
+
+router = APIRouter()
+
+# Each portal: (title, blurb, link, icon). Links whose module has not shipped show "coming soon".
+PORTALS = [
+    ("Patients", "Book a doctor, consult online, view reports and records, manage my health.", None, "🩺"),
+    ("Doctors", "Consultation queue, visit records, prescriptions, remote consultations.", None, "👩‍⚕️"),
+    ("Pharmacists", "Prescription review queue, rational drug use checks, dispensing and delivery.", None, "💊"),
+    ("Hospital administration", "Departments, doctors, schedules, booking rules and daily volumes.", None, "🏥"),
+    ("Public health", "Case reports, syndromic surveillance, epidemic cockpit and contact tracing.", None, "📈"),
+    ("Medical knowledge", "Encyclopedia, smart triage, health Q&A and epidemic self-check.", "/knowledge", "📚"),
+]
+
+
+def _available(link: str | None, request: Request) -> bool:
+    if link is None:
+        return False
+    return any(getattr(r, "path", "") == link for r in request.app.routes)
+
+
+@router.get("/", include_in_schema=False)
+async def home(request: Request):
+    portals = [
+        {"title": t, "blurb": b, "link": link if _available(link, request) else None, "icon": i}
+        for t, b, link, i in PORTALS
+    ]
+    return render(request, "web/home.html", portals=portals)

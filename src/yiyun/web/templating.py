@@ -1,0 +1,40 @@
+"""Jinja2 environment shared by every module's pages, with the request's locale."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
+
+from yiyun.core.i18n import negotiate, translations
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=ChoiceLoader([PackageLoader("yiyun.web", "templates")]),
+        autoescape=select_autoescape(["html"]),
+        extensions=["jinja2.ext.i18n"],
+    )
+    return env
+
+
+def request_locale(request: Request) -> str:
+    return negotiate(
+        request.query_params.get("lang"), request.cookies.get("lang"), request.headers.get("accept-language")
+    )
+
+
+def render(request: Request, template: str, **context) -> HTMLResponse:
+    locale = request_locale(request)
+    env = environment()
+    tr = translations(locale)
+    template_obj = env.get_template(template)
+    env.install_gettext_translations(tr, newstyle=True)
+    html = template_obj.render(request=request, locale=locale, html_lang="zh-CN" if locale == "zh_CN" else "en", **context)
+    response = HTMLResponse(html)
+    if request.query_params.get("lang"):
+        response.set_cookie("lang", locale, max_age=365 * 24 * 3600, samesite="lax")
+    return response
