@@ -340,16 +340,19 @@ class CompiledParam:
             branches = compiler.compile_expression(expr, res_type)
             self.branches = [(compiler.make_getter(b), b.type) for b in branches]
             if defn.type == "composite":
-                ctxs = compiler.context_of(expr, res_type)
-                ctx = ctxs[0] if ctxs and len(set(ctxs)) == 1 else None
-                for comp in defn.components:
-                    cb = compiler.compile_expression(comp["expression"], res_type, start_ctx=ctx)
-                    self.components.append((comp["type"], [(compiler.make_getter(b), b.type) for b in cb]))
+                # components are evaluated on each element the composite expression yields,
+                # compiled against that element's type (Observation | Observation.component)
+                for ctx in compiler.context_of(expr, res_type):
+                    per_ctx = []
+                    for comp in defn.components:
+                        cb = compiler.compile_expression(comp["expression"], res_type, start_ctx=ctx)
+                        per_ctx.append((comp["type"], [(compiler.make_getter(b), b.type) for b in cb]))
+                    self.components.append(per_ctx)
         except compiler.Unsupported:
             self.fallback = True
             self.branches = [(_fhirpath_getter(expr), None)]
             if defn.type == "composite":
-                self.components = [(c["type"], [(_fhirpath_getter(c["expression"]), None)]) for c in defn.components]
+                self.components = [[(c["type"], [(_fhirpath_getter(c["expression"]), None)]) for c in defn.components]]
 
     def extract(self, res: dict, sink: dict) -> None:
         if self.defn.type == "composite":
@@ -363,10 +366,10 @@ class CompiledParam:
 
     def _composite(self, res: dict, sink: dict) -> None:
         rows = sink["composite"]
-        for getter, _ in self.branches:
+        for (getter, _), components in zip(self.branches, self.components):
             for element in getter(res, res):
                 parts = []
-                for ptype, getters in self.components:
+                for ptype, getters in components:
                     quads = []
                     for g, t in getters:
                         vals = g(element, res)
