@@ -8,7 +8,7 @@ resource is written (`write_index`) and searches are indexed SQL over them (`sea
 from __future__ import annotations
 
 from yiyun.fhir.search.engine import SearchResult, search
-from yiyun.fhir.search.index import delete_index, extract, reindex, write_index
+from yiyun.fhir.search.index import analyze, delete_index, extract, reindex, write_index
 from yiyun.fhir.search.query import SearchError
 from yiyun.fhir.search.registry import SearchParamDef, builtin_registry
 from yiyun.fhir.search.tables import INDEX_TABLES
@@ -30,6 +30,7 @@ __all__ = [
     "INDEX_TABLES",
     "SearchError",
     "SearchParamDef",
+    "analyze",
     "SearchResult",
     "delete_index",
     "extract",

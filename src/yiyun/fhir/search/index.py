@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import orjson
@@ -44,25 +44,42 @@ async def write_index(conn: AsyncConnection, items: list[tuple[int, str, dict]],
     if replace:
         await delete_index(conn, [rid for rid, _, _ in items])
     registries: dict[str, Registry] = {}
-    batches: dict[str, list[dict]] = defaultdict(list)
+    batches: dict[str, list[tuple]] = defaultdict(list)
     for rid, tenant, res in items:
         reg = registries.get(tenant)
         if reg is None:
             reg = registries[tenant] = await custom.registry_for(conn, tenant)
         rt = res.get("resourceType")
+        head = (rid, tenant, rt)
         for key, rows in extract(res, reg).items():
-            if not rows:
-                continue
-            cols = _COLUMNS[key]
-            out = batches[key]
-            for row in rows:
-                d = dict(zip(cols, row))
-                d["rid"] = rid
-                d["tenant"] = tenant
-                d["res_type"] = rt
-                out.append(d)
+            if rows:
+                batches[key].extend(head + row for row in rows)
     for key, rows in batches.items():
-        await conn.execute(TABLE_BY_TYPE[key].insert(), rows)
+        # plain DB-API executemany: the rows are already typed tuples, and building a dict per
+        # row for SQLAlchemy's insert() costs more than extracting them
+        await conn.exec_driver_sql(_insert_sql(conn.dialect.paramstyle, key), rows)
+
+
+_SQL_CACHE: dict[tuple[str, str], str] = {}
+
+
+def _insert_sql(paramstyle: str, key: str) -> str:
+    sql = _SQL_CACHE.get((paramstyle, key))
+    if sql is None:
+        cols = ["rid", "tenant", "res_type", *_COLUMNS[key]]
+        if paramstyle == "qmark":
+            marks = ", ".join("?" for _ in cols)
+        elif paramstyle == "numeric_dollar":
+            marks = ", ".join(f"${i + 1}" for i in range(len(cols)))
+        elif paramstyle == "format":
+            marks = ", ".join("%s" for _ in cols)
+        elif paramstyle == "pyformat":
+            marks = ", ".join(f"%({c})s" for c in cols)  # pragma: no cover - not used by our drivers
+        else:
+            raise RuntimeError(f"unsupported DB-API paramstyle {paramstyle}")
+        sql = f'INSERT INTO {TABLE_BY_TYPE[key].name} ({", ".join(cols)}) VALUES ({marks})'
+        _SQL_CACHE[(paramstyle, key)] = sql
+    return sql
 
 
 async def delete_index(conn: AsyncConnection, rids: list[int]) -> None:
@@ -94,8 +111,21 @@ async def reindex(conn: AsyncConnection, tenant: str | None = None, batch: int =
             q = q.where(r.c.tenant == tenant)
         rows = (await conn.execute(q)).all()
         if not rows:
+            await analyze(conn)
             return count
         items = [(row.rid, row.tenant, orjson.loads(row.content)) for row in rows]
         await write_index(conn, items, replace=True)
         count += len(items)
         last = rows[-1].rid
+
+
+async def analyze(conn: AsyncConnection) -> None:
+    """Refresh planner statistics of the store and index tables.
+
+    PostgreSQL plans the nested IN-subqueries of chains and _has from these statistics; right
+    after a bulk load (before autovacuum has run) its estimates of one row per table lead to
+    nested-loop plans thousands of times slower. Call after large imports and reindexing."""
+    if conn.dialect.name != "postgresql":
+        return
+    for table in [resource_table, *INDEX_TABLES]:
+        await conn.execute(text(f'ANALYZE "{table.name}"'))
