@@ -90,6 +90,21 @@ def db_current() -> None:
         raise typer.Exit(1)
 
 
+@db_app.command("analyze")
+def db_analyze() -> None:
+    """Refresh the query planner's statistics (done automatically after imports)."""
+    from yiyun.core.db import dispose_engines, get_engine, refresh_statistics
+
+    async def run() -> None:
+        try:
+            await refresh_statistics(get_engine())
+        finally:
+            await dispose_engines()
+
+    asyncio.run(run())
+    typer.echo("statistics refreshed")
+
+
 # --------------------------------------------------------------------- fhir
 def _context(tenant: str):
     from yiyun.fhir.model import RequestContext
@@ -143,6 +158,9 @@ async def _import(files, tenant, keep_ids, validate, report) -> None:
             progress.update(task, description=path.name[:40])
             await loader.load_path(path, report)
             progress.advance(task)
+    from yiyun.core.db import refresh_statistics
+
+    await refresh_statistics(get_engine())
     await dispose_engines()
 
 
@@ -172,6 +190,22 @@ def fhir_export(
     for o in outputs:
         typer.echo(f"{o['file']:<36} {o['count']}")
     typer.echo(f"exported {total} resources in {elapsed:.1f}s to {directory}")
+
+
+@fhir_app.command("reindex")
+def fhir_reindex(tenant: str = typer.Option(None, "--tenant", help="Only this tenant (default: all).")) -> None:
+    """Recompute search indexes (after adding or changing custom SearchParameters)."""
+    from yiyun.core.db import dispose_engines, get_engine, unit_of_work
+    from yiyun.fhir.search import reindex
+
+    async def run() -> int:
+        try:
+            async with unit_of_work(get_engine()) as conn:
+                return await reindex(conn, tenant)
+        finally:
+            await dispose_engines()
+
+    typer.echo(f"reindexed {asyncio.run(run())} resources")
 
 
 # --------------------------------------------------------------------- demo

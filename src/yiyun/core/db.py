@@ -82,3 +82,17 @@ async def unit_of_work(engine: AsyncEngine, *, write: bool = True) -> AsyncItera
             yield conn
     finally:
         await conn.close()
+
+
+async def refresh_statistics(engine: AsyncEngine) -> None:
+    """ANALYZE, so the query planner knows the tables' sizes after a bulk load.
+
+    PostgreSQL's autovacuum gets there eventually; until it does, a freshly loaded store
+    is planned as if it were empty and indexed searches can turn into nested loops.
+    """
+    async with engine.connect() as conn:
+        if is_sqlite(engine):
+            await conn.exec_driver_sql("ANALYZE")
+        else:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.exec_driver_sql("ANALYZE")

@@ -7,7 +7,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from yiyun.core.db import unit_of_work
+from yiyun.core.db import refresh_statistics, unit_of_work
 from yiyun.core.settings import get_settings
 from yiyun.fhir.loader import Loader, LoadReport
 from yiyun.fhir.model import RequestContext
@@ -47,6 +47,7 @@ async def load_demo(engine: AsyncEngine, *, seed: int, if_empty: bool) -> dict:
         loader = Loader(engine, RequestContext(tenant=tenant, subject="demo", base_url=base))
         for start in range(0, len(resources), CHUNK):
             await loader.load_resources(resources[start : start + CHUNK], report)
+    await refresh_statistics(engine)
     return {
         "status": "loaded",
         "tenants": [t.slug for t in data.tenants],

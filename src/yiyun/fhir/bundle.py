@@ -144,8 +144,7 @@ async def run_transaction(router, req, repo: FhirRepository, entries: list[Entry
     seen: set[tuple[str, str]] = set()
     ordered = sorted(entries, key=lambda x: ORDER[x.method])
     await _resolve_identities(repo, ordered, ids)
-    _rewrite_references(entries, ids)
-    await _resolve_conditional_references(repo, entries)
+    await _rewrite_references(repo, entries, ids)
     plans = await _plan_writes(repo, ordered, seen)
     await repo.persist_planned(plans)
     for e in ordered:
@@ -193,63 +192,54 @@ async def _resolve_identities(repo: FhirRepository, ordered: list[Entry], ids: d
             ids[e.full_url] = f"{e.res_type}/{e.res_id}"
 
 
-def _rewrite_references(entries: list[Entry], ids: dict[str, str]) -> None:
-    def walk(node: Any, where: str) -> None:
-        if isinstance(node, dict):
-            ref = node.get("reference")
-            if isinstance(ref, str):
-                if ref in ids:
-                    node["reference"] = ids[ref]
-                elif ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
-                    raise BadRequest(
-                        f"{where} 引用了事务中不存在的条目 {ref!r} (unresolvable reference in the transaction)",
-                        expression=[where],
-                    )
-            for v in node.values():
-                walk(v, where)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, where)
-
-    for e in entries:
-        if e.resource is not None and e.method in ("POST", "PUT"):
-            walk(e.resource, f"Bundle.entry[{e.index}].resource")
-
-
-async def _resolve_conditional_references(repo: FhirRepository, entries: list[Entry]) -> None:
-    """`Patient?identifier=x|y` inside a resource becomes the one matching `Patient/id`."""
+async def _rewrite_references(repo: FhirRepository, entries: list[Entry], ids: dict[str, str]) -> None:
+    """One walk over every written resource: fullUrls become the assigned `Type/id`, and
+    conditional references (`Patient?identifier=…`) become the one resource they match."""
     cache: dict[str, str] = {}
     for e in entries:
         if e.resource is None or e.method not in ("POST", "PUT"):
             continue
+        where = f"Bundle.entry[{e.index}].resource"
         for node in _reference_nodes(e.resource):
             ref = node["reference"]
-            if "?" not in ref or "/" in ref.split("?", 1)[0]:
-                continue
-            if ref not in cache:
-                res_type, qs = ref.split("?", 1)
-                if not is_resource_type(res_type):
-                    raise BadRequest(f"Bundle.entry[{e.index}] 的条件引用类型未知: {ref!r}")
-                matches = await repo.find(res_type, parse_qsl(qs, keep_blank_values=True))
-                if len(matches) != 1:
-                    raise PreconditionFailed(
-                        f"Bundle.entry[{e.index}] 的条件引用 {ref!r} 匹配到 {len(matches)} 个资源，需要恰好 1 个"
-                        " (a conditional reference must match exactly one resource)",
-                        expression=[f"Bundle.entry[{e.index}].resource"],
-                    )
-                cache[ref] = f"{res_type}/{matches[0].res_id}"
-            node["reference"] = cache[ref]
+            if ref in ids:
+                node["reference"] = ids[ref]
+            elif ref.startswith(("urn:uuid:", "urn:oid:")):
+                raise BadRequest(
+                    f"{where} 引用了事务中不存在的条目 {ref!r} (unresolvable reference in the transaction)",
+                    expression=[where],
+                )
+            elif "?" in ref and "/" not in ref.split("?", 1)[0]:
+                if ref not in cache:
+                    cache[ref] = await _resolve_conditional(repo, ref, where)
+                node["reference"] = cache[ref]
+
+
+async def _resolve_conditional(repo: FhirRepository, ref: str, where: str) -> str:
+    res_type, qs = ref.split("?", 1)
+    if not is_resource_type(res_type):
+        raise BadRequest(f"{where} 的条件引用类型未知: {ref!r}", expression=[where])
+    matches = await repo.find(res_type, parse_qsl(qs, keep_blank_values=True))
+    if len(matches) != 1:
+        raise PreconditionFailed(
+            f"{where} 的条件引用 {ref!r} 匹配到 {len(matches)} 个资源，需要恰好 1 个"
+            " (a conditional reference must match exactly one resource)",
+            expression=[where],
+        )
+    return f"{res_type}/{matches[0].res_id}"
 
 
 def _reference_nodes(node: Any):
-    if isinstance(node, dict):
-        if isinstance(node.get("reference"), str):
-            yield node
-        for v in node.values():
-            yield from _reference_nodes(v)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _reference_nodes(item)
+    """Every object with a string `reference` (Reference datatypes), depth first."""
+    stack = [node]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, dict):
+            if isinstance(cur.get("reference"), str):
+                yield cur
+            stack.extend(v for v in cur.values() if isinstance(v, (dict, list)))
+        elif isinstance(cur, list):
+            stack.extend(v for v in cur if isinstance(v, (dict, list)))
 
 
 async def _plan_writes(repo: FhirRepository, ordered: list[Entry], seen: set[tuple[str, str]]) -> list[PlannedWrite]:

@@ -44,3 +44,23 @@ operations.register(
         affects_state=False,
     )
 )
+
+
+async def reindex_operation(router, req, repo, res_type, res_id) -> FhirResponse:
+    """Recompute the search indexes of this tenant, e.g. after a custom SearchParameter
+    is added or changed (custom parameters take effect for existing data only after it)."""
+    from yiyun.fhir.search import reindex
+
+    await repo.policy.check(repo.ctx, "reindex", None, None, None)
+    count = await reindex(repo.conn, repo.ctx.tenant)
+    await repo.policy.record(repo.ctx, "reindex", None, None, "ok", detail={"count": count})
+    return FhirResponse(
+        200,
+        {
+            "resourceType": "Parameters",
+            "parameter": [{"name": "count", "valueInteger": count}],
+        },
+    )
+
+
+operations.register(Operation("reindex", reindex_operation, levels=("system",), methods=("POST",)))
