@@ -142,3 +142,24 @@ async def test_identifier_of_type(conn, ctx):
     assert await sids(conn, ctx, "Patient",
                       "identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|42") == {"a"}
     assert await sids(conn, ctx, "Patient", "identifier=42") == {"a", "b"}
+
+
+async def test_period_and_timing_dates(conn, ctx):
+    await put(conn, ctx.tenant, [
+        {"resourceType": "Encounter", "id": "open", "status": "in-progress", "class": {"code": "AMB"},
+         "period": {"start": "2021-03-01T08:00:00+08:00"}},
+        {"resourceType": "Encounter", "id": "closed", "status": "finished", "class": {"code": "AMB"},
+         "period": {"start": "2021-01-10T09:00:00Z", "end": "2021-01-10T10:00:00Z"}},
+        {"resourceType": "MedicationRequest", "id": "mr", "status": "active", "intent": "order",
+         "medicationCodeableConcept": {"text": "x"}, "subject": {"reference": "Patient/p"},
+         "dosageInstruction": [{"timing": {"event": ["2021-05-01T08:00:00Z", "2021-05-03T08:00:00Z"]}}]},
+    ])
+    assert await sids(conn, ctx, "Encounter", "date=2021-01-10") == {"closed"}
+    # an open period runs on: it is after any later date and never contained in one day
+    assert await sids(conn, ctx, "Encounter", "date=gt2030-01-01") == {"open"}
+    assert await sids(conn, ctx, "Encounter", "date=2021-03-01") == set()
+    # 2021-03-01T08:00:00+08:00 is 2021-03-01T00:00:00Z: it starts after 2021-02-28 ends
+    assert await sids(conn, ctx, "Encounter", "date=sa2021-02-28") == {"open"}
+    assert await sids(conn, ctx, "Encounter", "date=eb2021-02-01") == {"closed"}
+    assert await sids(conn, ctx, "MedicationRequest", "date=2021-05-03") == {"mr"}
+    assert await sids(conn, ctx, "MedicationRequest", "date=2021-05-02") == set()
