@@ -1,0 +1,96 @@
+"""Browser journeys: a real yiyun server and Debian's Chromium driven by Playwright.
+
+Screenshots land in tests/e2e/screens/ (not committed) for people to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import IN_CI, REPO
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENS = Path(__file__).resolve().parent / "screens"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]
+PHONE = {"width": 375, "height": 812}
+DESKTOP = {"width": 1366, "height": 900}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """A real server on SQLite with the schema migrated (tests add the data they need)."""
+    data = tmp_path_factory.mktemp("e2e")
+    env = {**os.environ, "YIYUN_DATABASE_URL": f"sqlite:///{data / 'e2e.db'}", "YIYUN_DATA_DIR": str(data),
+           "YIYUN_LOG_LEVEL": "WARNING"}
+    env.pop("YIYUN_DEFAULT_TENANT", None)
+    subprocess.run([sys.executable, "-m", "yiyun.cli", "db", "upgrade"], env=env, cwd=REPO, check=True,
+                   capture_output=True)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "yiyun.cli", "serve", "--port", str(port)], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("server did not start: " + proc.stderr.read().decode()[-2000:])
+    yield base
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        message = "Debian chromium is not installed (make system-deps)"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def phone(browser):
+    ctx = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True, locale="zh-CN")
+    page = ctx.new_page()
+    yield page
+    ctx.close()
+
+
+@pytest.fixture
+def desktop(browser):
+    ctx = browser.new_context(viewport=DESKTOP, locale="zh-CN")
+    page = ctx.new_page()
+    yield page
+    ctx.close()
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENS.mkdir(exist_ok=True)
+    path = SCREENS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
