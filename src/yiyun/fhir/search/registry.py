@@ -144,7 +144,9 @@ def _token_rows(v, t) -> list[tuple]:
                     (c.get("system"), c.get("code"), normalize(d) if type(d) is str else None)
                 )
         if type(text) is str and text:
-            out.append((None, None, normalize(text)))
+            nt = normalize(text)
+            if not any(row[2] == nt for row in out):  # :text already finds it on a coding row
+                out.append((None, None, nt))
         return out
     if t == "Identifier" or t == "ContactPoint" or t is None and "value" in v and "code" not in v:
         val = v.get("value")
