@@ -60,8 +60,10 @@ def live_server(tmp_path_factory):
     proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser():
+    # Function-scoped on purpose: Playwright's sync API runs its own event loop, which must
+    # not outlive the test, or the asyncio tests that follow cannot start theirs.
     if not Path(CHROMIUM).exists():
         message = "Debian chromium is not installed (make system-deps)"
         pytest.fail(message) if IN_CI else pytest.skip(message)
