@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from contextlib import asynccontextmanager
 
 import orjson
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -20,6 +17,7 @@ from yiyun.fhir import operations as _fhir_operations  # noqa: F401  (registers 
 from yiyun.fhir.api import BASE_PATH, FHIR_JSON, fhir_error_response, internal_error_outcome
 from yiyun.fhir.api import router as fhir_api_router
 from yiyun.web.health import router as health_router
+from yiyun.web.middleware import RequestLogMiddleware
 from yiyun.web.pages import router as web_router
 
 log = get_logger("yiyun.http")
@@ -56,29 +54,15 @@ def create_app() -> FastAPI:
         openapi_url="/api/openapi.json",
     )
 
-    @app.middleware("http")
-    async def access_log(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:  # the last line of defence: never a bare 500 page
-            log.exception("unhandled_error", path=request.url.path)
-            if request.url.path.startswith(BASE_PATH):
-                response = Response(internal_error_outcome("服务器内部错误 (internal error)"), 500, media_type=FHIR_JSON)
-            else:
-                response = JSONResponse({"detail": "服务器内部错误"}, status_code=500)
-        response.headers["X-Request-Id"] = request_id
-        log.info(
-            "request",
-            method=request.method,
-            path=request.url.path,
-            status=response.status_code,
-            ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-        structlog.contextvars.clear_contextvars()
-        return response
+    app.add_middleware(RequestLogMiddleware)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception):
+        # the last line of defence: log it and answer in the caller's format, never a bare page
+        log.exception("unhandled_error", path=request.url.path)
+        if request.url.path.startswith(BASE_PATH):
+            return Response(internal_error_outcome("服务器内部错误 (internal error)"), 500, media_type=FHIR_JSON)
+        return JSONResponse({"detail": "服务器内部错误"}, status_code=500)
 
     @app.exception_handler(YiyunError)
     async def yiyun_error(request: Request, exc: YiyunError):

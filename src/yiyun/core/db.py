@@ -54,7 +54,8 @@ def create_engine_for(url: str) -> AsyncEngine:
         engine = create_async_engine(url, pool_size=8, max_overflow=8, pool_timeout=60)
         _prepare_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip per request; broken connections are recycled instead.
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
 
 
 def get_engine(settings: Settings | None = None) -> AsyncEngine:
@@ -78,6 +79,9 @@ async def unit_of_work(engine: AsyncEngine, *, write: bool = True) -> AsyncItera
     try:
         if is_sqlite(engine):
             conn = await conn.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
+        elif not write:
+            # Reads need no BEGIN/COMMIT round trips on PostgreSQL.
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         async with conn.begin():
             yield conn
     finally:
