@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 from yiyun.core.errors import BadRequest, Issue, NotFound, PreconditionFailed, Unprocessable, YiyunError, operation_outcome
 from yiyun.fhir.ids import is_valid_id, new_id
 from yiyun.fhir.model import StoredResource
-from yiyun.fhir.patch import apply_json_patch
+from yiyun.fhir.patch import apply_patch
 from yiyun.fhir.repository import FhirRepository, PlannedWrite, check_resource_body, parse_if_match, validation_issues
 from yiyun.fhir.types import is_resource_type
 
@@ -266,7 +266,7 @@ async def _plan_writes(repo: FhirRepository, ordered: list[Entry], seen: set[tup
         elif e.method == "PATCH":
             if existing is None or existing.deleted:
                 raise NotFound(f"{where}: 要修改的资源不存在 (resource to patch not found)")
-            patched = apply_json_patch(existing.resource, _patch_body(e))
+            patched = apply_patch(existing.resource, _patch_body(e))
             e.plan = PlannedWrite(e.res_type, e.res_id, "PATCH", patched, existing)
         else:
             resource = dict(e.resource)

@@ -125,3 +125,13 @@ def apply_json_patch(document: dict, operations: Any) -> dict:
     if not isinstance(doc, dict):
         raise PatchError("the patched document is not a resource")
     return doc
+
+
+def apply_patch(document: dict, body: Any) -> dict:
+    """PATCH bodies: a JSON Patch array, or a FHIRPath Patch `Parameters` resource
+    (https://hl7.org/fhir/R4/fhirpatch.html)."""
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        from yiyun.fhir.fhirpath_patch import apply_fhirpath_patch
+
+        return apply_fhirpath_patch(document, body)
+    return apply_json_patch(document, body)

@@ -34,7 +34,7 @@ from yiyun.fhir import search as fhir_search
 from yiyun.fhir.access import AccessPolicy, current_policy
 from yiyun.fhir.ids import is_valid_id, new_id
 from yiyun.fhir.model import RequestContext, StoredResource, instant_from_us, now_us
-from yiyun.fhir.patch import apply_json_patch
+from yiyun.fhir.patch import apply_patch
 from yiyun.fhir.tables import resource as resource_t
 from yiyun.fhir.tables import resource_version as version_t
 from yiyun.fhir.types import is_resource_type
@@ -354,7 +354,7 @@ class FhirRepository:
     ) -> WriteResult:
         current = await self.read(res_type, res_id)
         self._check_version(current, if_match)
-        patched = apply_json_patch(current.resource, operations)
+        patched = apply_patch(current.resource, operations)
         if patched.get("resourceType") != res_type or patched.get("id") != res_id:
             raise Unprocessable("补丁不能修改 resourceType 或 id (patch may not change resourceType or id)")
         return await self.update(res_type, res_id, patched, if_match=current.version_id)
