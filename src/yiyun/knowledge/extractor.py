@@ -55,7 +55,7 @@ MILD_BEFORE = ("轻微", "轻度", "有点儿", "有点", "有些", "稍微", "�
 SEVERE_AFTER = ("得厉害", "得很", "得要命", "得不行", "死了", "受不了", "厉害", "严重", "剧烈", "难忍")
 # Between a cue and its target only these may stand (plus other findings).
 FILLER = re.compile(
-    r"(明显|什么|任何|特别|怎么|太|很|有|出现|伴有|伴|过|再|发生|感到|觉得|咋|啥|是|都|了|也|还|"
+    r"(明显|什么|任何|特别|怎么|太|很|有|出现|想|要|会|打算|伴有|伴|过|再|发生|感到|觉得|咋|啥|是|都|了|也|还|"
     r"并且|并|和|及|与|或|或者|、|/|\s|以及|等|症状|表现|情况|的|其他|其它|一点|啊|呀|呢|吧)"
 )
 QUESTION_END = re.compile(r"(吗|么|没有?|不)[？?]?$")
@@ -335,12 +335,12 @@ class Extractor:
         i = pos - 1
         while i >= 0 and text[i] not in HARD_BOUNDARY:
             i -= 1
-        start = i + 1
-        window = text[start:pos]
+        base = start = i + 1
+        window = text[base:pos]
         for c in CONTRAST:
             j = window.rfind(c)
             if j >= 0:
-                start = max(start, start + j + len(c))
+                start = max(start, base + j + len(c))
         return start
 
     @staticmethod

@@ -512,6 +512,17 @@ def reset_cache() -> None:
 # --- validation ------------------------------------------------------------------------
 
 
+def warnings(kb: KnowledgeBase) -> list[str]:
+    """Not fatal, but worth a look: an alias shared by two diseases is ambiguous in Q&A."""
+    out, seen = [], {}
+    for d in kb.diseases.values():
+        for a in d.aliases:
+            if a in seen and seen[a] != d.name:
+                out.append(f"疾病别名「{a}」同时属于「{seen[a]}」和「{d.name}」")
+            seen.setdefault(a, d.name)
+    return out
+
+
 def validate(kb: KnowledgeBase, *, check_icd10: bool = True) -> list[str]:
     """Every problem that makes the data unfit to ship, as readable Chinese messages."""
     errors: list[str] = [str(p) for p in kb.problems] + [str(p) for p in kb.duplicates]
@@ -537,9 +548,6 @@ def validate(kb: KnowledgeBase, *, check_icd10: bool = True) -> list[str]:
             for a in aliases:
                 if a in entries and a != entry.name:
                     errors.append(f"{label}「{entry.name}」的别名「{a}」与另一条目名称重复")
-                elif a in seen and seen[a] != entry.name and label == "疾病":
-                    # a shared alias between diseases makes entity linking ambiguous
-                    errors.append(f"{label}别名「{a}」同时属于「{seen[a]}」和「{entry.name}」")
                 seen.setdefault(a, entry.name)
 
     for d in kb.departments.values():
