@@ -44,7 +44,7 @@ lint: $(TEST_STAMP)
 
 test: install-test
 	$(BIN)/lint-imports
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/run_all.py

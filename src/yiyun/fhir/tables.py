@@ -37,7 +37,8 @@ resource = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     Column("content", LargeBinary, nullable=False),
     UniqueConstraint("tenant", "res_type", "res_id", name="uq_fhir_resource_identity"),
-    Index("ix_fhir_resource_type_ts", "tenant", "res_type", "ts"),
+    # Searches without _sort and exports walk a type in rid order (keyset paging).
+    Index("ix_fhir_resource_type_rid", "tenant", "res_type", "rid"),
 )
 
 resource_version = Table(
