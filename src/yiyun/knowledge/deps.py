@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -46,7 +47,8 @@ async def require_staff(request: Request) -> Staff:
     """
     if request.headers.get(STAFF_ROLE_HEADER, "").strip().lower() != "staff":
         raise Forbidden("仅限医务人员使用")
-    name = request.headers.get(STAFF_USER_HEADER, "").strip() or "staff"
+    # header values are Latin-1 on the wire, so a Chinese name arrives percent-encoded
+    name = unquote(request.headers.get(STAFF_USER_HEADER, "")).strip()[:100] or "staff"
     return Staff(name=name)
 
 

@@ -39,9 +39,9 @@ router = APIRouter(prefix="/knowledge", tags=["knowledge-pages"])
 public = [Depends(rate_limited)]
 
 
-def render(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
     ctx.setdefault("title", "医典")
-    return TEMPLATES.TemplateResponse(request, f"knowledge/{name}", ctx, status_code=status_code)
+    return TEMPLATES.TemplateResponse(request, f"knowledge/{template}", ctx, status_code=status_code)
 
 
 def _initial(name: str) -> str:

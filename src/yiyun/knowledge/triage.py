@@ -40,7 +40,10 @@ PREGNANCY_RE = re.compile(
 CHILD_WORDS = ("宝宝", "婴儿", "小孩", "小朋友", "幼儿", "娃", "宝贝", "儿童", "新生儿", "孩子", "儿子", "女儿",
                "闺女", "小儿", "孙子", "孙女", "外孙")
 AGE_YEARS_RE = re.compile(rf"(?P<n>\d{{1,3}}|[{NUM_CHARS}]{{1,4}})\s*(?:周岁|岁)(?P<half>半)?")
-AGE_MONTHS_RE = re.compile(rf"(?P<n>\d{{1,2}}|[{NUM_CHARS}]{{1,3}})\s*个(?:多)?月(?:大|的(?:宝宝|孩子|婴儿|小孩|娃))")
+AGE_MONTHS_RE = re.compile(
+    rf"(?:(?P<n>\d{{1,2}}|[{NUM_CHARS}]{{1,3}})\s*个(?:多)?月(?:大|的(?:宝宝|孩子|婴儿|小孩|娃))"
+    rf"|(?:宝宝|婴儿|孩子|小孩|娃|女儿|儿子|闺女)[^，。,\s]{{0,2}}?\s*(?P<n2>\d{{1,2}}|[{NUM_CHARS}]{{1,3}})\s*个(?:多)?月)"
+)
 AGE_DAYS_RE = re.compile(rf"(?:出生|生下来|新生儿|宝宝|婴儿)[^，。,]{{0,3}}?(?P<n>\d{{1,2}}|[{NUM_CHARS}]{{1,3}})\s*天")
 DISCLAIMER = "导诊结果仅供就医参考，不能替代医生诊断；病情危急请立即拨打120。"
 
@@ -50,7 +53,7 @@ def age_from_text(text: str) -> float | None:
     if m and (n := parse_number(m.group("n"))) is not None:
         return n / 365
     m = AGE_MONTHS_RE.search(text)
-    if m and (n := parse_number(m.group("n"))) is not None:
+    if m and (n := parse_number(m.group("n") or m.group("n2"))) is not None:
         return n / 12
     m = AGE_YEARS_RE.search(text)
     if m and (n := parse_number(m.group("n"))) is not None and n <= 120:
