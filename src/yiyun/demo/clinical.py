@@ -497,9 +497,11 @@ class PatientCare:
         cadence = min(d.follow_up_days for d in diags)
         adherence = rng.uniform(0.4, 0.8)
         # When each condition is first seen in the window: at its onset if it began
-        # inside the window, otherwise at a registration visit early in the window.
+        # inside the window, otherwise when the patient registered their care here,
+        # more often early in the window than late.
         first_seen: dict[str, date] = {}
-        registration = self._random_day(self.first_day, min(LAST_DAY, self.first_day + timedelta(days=cadence)))
+        span = max(0, (LAST_DAY - timedelta(days=14) - self.first_day).days)
+        registration = self.first_day + timedelta(days=int(span * rng.random() ** 1.5))
         for k in keys:
             first_seen[k] = self.onset[k] if self.onset[k] >= self.first_day else registration
         days = set(first_seen.values())
@@ -638,6 +640,18 @@ class PatientCare:
             diag = DIAGNOSES[key]
             d = self._seasonal_day(diag.season, self.first_day, LAST_DAY)
             self._acute_episode(diag, d)
+        self._current_admission()
+
+    def _current_admission(self) -> None:
+        """A few patients are on the wards on the reference date, so ward lists are not empty."""
+        rng = self.rng
+        if self.site.facility.kind != "hospital" or rng.random() >= 0.012:
+            return
+        key = {"child": "bronchopneumonia", "adult": rng.choice(("appendicitis", "cap")), "elderly": "cap"}[
+            age_class(self.age_now)]
+        if key == "bronchopneumonia" and "paediatrics" not in self.site.department_ids:
+            key = "cap"
+        self._acute_episode(DIAGNOSES[key], LAST_DAY - timedelta(days=rng.randint(0, 3)), force_admission=True)
 
     def _acute_reason(self, age: float) -> str | None:
         mix = ACUTE_MIX[age_group(age)]
@@ -656,12 +670,13 @@ class PatientCare:
             weights.append(weight)
         return self.rng.choices(keys, weights)[0] if keys else None
 
-    def _acute_episode(self, diag: Diagnosis, d: date) -> None:
+    def _acute_episode(self, diag: Diagnosis, d: date, *, force_admission: bool = False) -> None:
         rng, p = self.rng, self.p
         age = p.age_years_on(d)
         dept = self._dept(diag)
         hospital = self.site.facility.kind == "hospital"
-        admit = hospital and rng.random() < diag.admission.get(age_class(age), 0.0) and d < LAST_DAY
+        admit = force_admission or (
+            hospital and rng.random() < diag.admission.get(age_class(age), 0.0) and d < LAST_DAY)
         if admit:
             cls, type_code = "IMP", "admission"
         elif dept == "emergency" or (diag.key in ("forearm-fracture", "appendicitis", "ankle-sprain")
