@@ -116,7 +116,7 @@ def ask(question: str, kb: KnowledgeBase | None = None) -> dict[str, Any]:
 
 
 def _fill(result: dict, text: str, sources, known: bool) -> dict:
-    result["answer"] = text if known and text else UNKNOWN
+    result["answer"] = text or UNKNOWN
     result["known"] = bool(known and text)
     result["sources"] = list(dict.fromkeys(sources)) if result["known"] else []
     return result
