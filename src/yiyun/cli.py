@@ -224,7 +224,7 @@ def demo(
 
 async def _load_demo(seed: int, if_empty: bool) -> dict:
     from yiyun.core.db import dispose_engines, get_engine
-    from yiyun.demo.loader import load_demo
+    from yiyun.demo.load import load_demo
 
     try:
         return await load_demo(get_engine(), seed=seed, if_empty=if_empty)

@@ -47,6 +47,9 @@ async def load_demo(engine: AsyncEngine, *, seed: int, if_empty: bool) -> dict:
         loader = Loader(engine, RequestContext(tenant=tenant, subject="demo", base_url=base))
         for start in range(0, len(resources), CHUNK):
             await loader.load_resources(resources[start : start + CHUNK], report)
+    if report.failed:
+        where, why = report.failed[0]
+        raise RuntimeError(f"demo data failed to load ({len(report.failed)} failures), first: {where}: {why}")
     await refresh_statistics(engine)
     return {
         "status": "loaded",
