@@ -29,17 +29,12 @@ async def lifespan(app: FastAPI):
     await dispose_engines()
 
 
-def _optional_routers() -> list:
-    """Routers of modules that are present in this build."""
-    routers = []
-    try:
-        from yiyun.knowledge.api import router as knowledge_api
-        from yiyun.knowledge.pages import router as knowledge_pages
+def _module_routers() -> tuple[list, set[str]]:
+    """Routers of the domain modules, and the portal pages they serve."""
+    from yiyun.knowledge.api import router as knowledge_api
+    from yiyun.knowledge.pages import router as knowledge_pages
 
-        routers += [knowledge_api, knowledge_pages]
-    except ImportError:
-        pass
-    return routers
+    return [knowledge_api, knowledge_pages], {"/knowledge"}
 
 
 def create_app() -> FastAPI:
@@ -77,7 +72,9 @@ def create_app() -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(fhir_api_router)
-    for r in _optional_routers():
+    routers, portal_links = _module_routers()
+    for r in routers:
         app.include_router(r)
+    app.state.portal_links = portal_links
     app.include_router(web_router)
     return app

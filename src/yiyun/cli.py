@@ -22,12 +22,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(fhir_app, name="fhir")
 console = Console(stderr=True)
 
-try:  # the knowledge module mounts its own commands when present
-    from yiyun.knowledge.cli import app as knowledge_app
+from yiyun.knowledge.cli import app as knowledge_app  # noqa: E402
 
-    app.add_typer(knowledge_app, name="knowledge", help="Medical knowledge: triage, diagnosis, Q&A, drugs.")
-except ImportError:  # pragma: no cover - the module ships with the package
-    pass
+app.add_typer(knowledge_app, name="knowledge", help="Medical knowledge: triage, diagnosis, Q&A, drugs.")
 
 
 @app.command()

@@ -11,6 +11,7 @@ async def test_home_page_is_chinese_by_default_and_links_the_api(client):
     for text in ("医云", "患者服务", "医生工作站", "药师审方", "医院管理", "公共卫生"):
         assert text in html
     assert "/fhir/R4/metadata" in html and "/api/docs" in html
+    assert 'href="/knowledge"' in html
 
 
 async def test_home_page_in_english(client):

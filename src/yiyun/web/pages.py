@@ -20,9 +20,7 @@ PORTALS = [
 
 
 def _available(link: str | None, request: Request) -> bool:
-    if link is None:
-        return False
-    return any(getattr(r, "path", "") == link for r in request.app.routes)
+    return link is not None and link in getattr(request.app.state, "portal_links", set())
 
 
 @router.get("/", include_in_schema=False)
