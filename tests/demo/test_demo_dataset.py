@@ -159,8 +159,8 @@ def test_ids_are_unique_and_url_safe(demo):
     assert len({rid for _, rid in keys}) == len(keys)  # unique across types as well
 
 
-def test_every_reference_resolves_inside_the_tenant_or_to_shared_directory(demo, by_id):
-    directory_types = {"Organization", "Location", "HealthcareService", "Practitioner", "PractitionerRole"}
+def test_every_reference_resolves_inside_its_own_tenant(demo, by_id):
+    """Relative references only, and never across tenants, so each tenant loads on its own."""
     count = 0
     for slug, resource in demo.resources:
         for _, key, value in walk(resource):
@@ -169,10 +169,7 @@ def test_every_reference_resolves_inside_the_tenant_or_to_shared_directory(demo,
             count += 1
             rtype, _, rid = value.partition("/")
             assert (rtype, rid) in by_id, value
-            target_slug = by_id[(rtype, rid)][0]
-            # Patient data never points into another tenant's records.
-            if rtype not in directory_types:
-                assert target_slug == slug, (resource["id"], value)
+            assert by_id[(rtype, rid)][0] == slug, (resource["id"], value)
     assert count > 50_000
 
 

@@ -244,6 +244,7 @@ DRUGS: dict[str, Drug] = {
              pack_unit=_CAP),
         Drug("D0504", "孟鲁司特钠咀嚼片 4mg", "ltra", "oral", 4, "mg", "一次4mg，一日1次", 1, advice="睡前嚼服"),
         Drug("D0505", "孟鲁司特钠片 10mg", "ltra", "oral", 10, "mg", "一次10mg，一日1次", 1, advice="睡前服用"),
+        Drug("D0506", "孟鲁司特钠咀嚼片 5mg", "ltra", "oral", 5, "mg", "一次5mg，一日1次", 1, advice="睡前嚼服"),
         # Stomach.
         Drug("D0601", "奥美拉唑肠溶胶囊 20mg", "ppi", "oral", 20, "mg", "一次20mg，一日2次", 2,
              timing_code="BID", pack_unit=_CAP, advice="早晚餐前服用", max_days=14),
