@@ -387,12 +387,29 @@ class CompiledParam:
                         rows.append((self.code, *a, *b, *c))
 
 
-def _fhirpath_getter(expr: str):
-    """A getter evaluating `expr` with fhirpathpy (custom parameters the compiler can't handle)."""
+@lru_cache(maxsize=1)
+def _fhirpath_model() -> dict:
+    from fhirpathpy.models import models
+
+    return models["r4"]
+
+
+def compile_fhirpath(expr: str):
+    """fhirpathpy's function for `expr`, called as `fn(resource, {"resource": resource})`.
+
+    The R4 model lets the engine resolve choice elements by their FHIRPath name
+    (`Observation.value`, https://hl7.org/fhir/R4/fhirpath.html#polymorphism) and types for
+    `is`/`as`/`ofType`; without it such paths evaluate to nothing.
+    """
     import fhirpathpy
 
+    return fhirpathpy.compile(expr, model=_fhirpath_model())
+
+
+def _fhirpath_getter(expr: str):
+    """A getter evaluating `expr` with fhirpathpy (custom parameters the compiler can't handle)."""
     try:
-        fn = fhirpathpy.compile(expr)
+        fn = compile_fhirpath(expr)
     except Exception as exc:  # noqa: BLE001 - a bad custom expression indexes nothing
         log.warning("search expression not usable: %s (%s)", expr, exc)
         return lambda node, res: []
