@@ -232,18 +232,58 @@ async def measure_export(client) -> dict:
     return {"exported": total, "export_seconds": round(secs, 2), "export_resources_per_s": round(total / secs, 1)}
 
 
-async def grow_to(client, target: int, db_url: str, bundles: list[bytes]) -> int:
+async def grow_to(client, target: int, db_url: str, bundles: list[tuple[str, bytes]]) -> int:
+    """Add copies of the Synthea patients (fresh ids) until the store holds `target` resources.
+
+    The copies go through the store's own loader (transactions, index extraction) in
+    parallel worker processes, without re-validating content already validated once;
+    growing a million-resource store over HTTP alone would take an hour on this machine.
+    """
     size = await store_size(db_url)
-    n = 1
-    patient_bundles = [b for name, b in bundles if "Information" not in name]
-    while size < target:
-        batch = [replica(b, n * 10_000 + i) for i, b in enumerate(patient_bundles)]
-        await post_bundles(client, batch)
+    per_round = sum(len(orjson.loads(b)["entry"]) for name, b in bundles if "Information" not in name)
+    rounds_needed = max(0, -(-(target - size) // per_round))
+    if rounds_needed:
+        workers = max(1, min(4, os.cpu_count() or 1))
+        start = _grow_counter.get(db_url, 1)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--grow-worker", db_url, str(start + w), str(start + rounds_needed), str(workers)],
+                cwd=REPO,
+            )
+            for w in range(workers)
+        ]
+        for p in procs:
+            if p.wait() != 0:
+                raise RuntimeError("grow worker failed")
+        _grow_counter[db_url] = start + rounds_needed
         size = await store_size(db_url)
-        n += 1
         print(f"    grown to {size} resources", flush=True)
     await analyze(db_url)
     return size
+
+
+_grow_counter: dict[str, int] = {}
+
+
+def grow_worker(db_url: str, first: int, stop: int, step: int) -> None:
+    from yiyun.core.db import create_engine_for
+    from yiyun.fhir.loader import Loader, LoadReport
+    from yiyun.fhir.model import RequestContext
+
+    patient_bundles = [b for name, b in synthea_bundles() if "Information" not in name]
+
+    async def run() -> None:
+        engine = create_engine_for(db_url)
+        loader = Loader(engine, RequestContext(tenant=TENANT), validate=False)
+        report = LoadReport()
+        for n in range(first, stop, step):
+            for i, b in enumerate(patient_bundles):
+                await loader.load_bundle(orjson.loads(replica(b, n * 10_000 + i)), report)
+        await engine.dispose()
+        if report.failed:
+            raise SystemExit(f"failed: {report.failed[:2]}")
+
+    asyncio.run(run())
 
 
 async def analyze(db_url: str) -> None:
@@ -289,6 +329,9 @@ async def run_backend(backend: str, sizes: list[int]) -> dict:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--grow-worker":
+        grow_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--backends", default="sqlite,postgresql")
