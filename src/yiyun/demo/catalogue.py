@@ -315,7 +315,7 @@ DRUGS: dict[str, Drug] = {
         Drug("A0006", "阿奇霉素干混悬剂 0.1g", "macrolide", "oral", 0.1, "g", "一次0.1g，一日1次，连用3日", 1,
              pack_unit=_SACHET, max_days=3),
         Drug("A0007", "左氧氟沙星片 0.5g", "quinolone", "oral", 0.5, "g", "一次0.5g，一日1次", 1, max_days=7),
-        Drug("A0008", "注射用头孢曲松钠 1g", "cephalosporin", "iv", 2, "g", "一次2g，一日1次，静脉滴注", 1,
+        Drug("A0008", "注射用头孢曲松钠 1g", "cephalosporin", "iv", 2, "g", "一次2g，一日1次", 1,
              units_per_dose=2, pack_unit=("瓶", "{vial}"), max_days=7),
         Drug("A0009", "蒙脱石散 3g", "antidiarrhoeal", "oral", 3, "g", "一次1袋，一日3次，温水冲服", 3,
              timing_code="TID", pack_unit=_SACHET, max_days=3),

@@ -95,11 +95,13 @@ class PatientCare(PatientRecord):
     def _choose_chronic(self) -> None:
         rng, age = self.rng, self.age_now
         chosen: list[str] = []
+        youngest: dict[str, int] = {}  # age from which the condition occurs at all
         for row in CHRONIC_PREVALENCE:
             if row[0] in chosen:
                 continue
             if rng.random() < prevalence(row, age, self.p.sex):
                 chosen.append(row[0])
+                youngest[row[0]] = min(a for a, share in row[2] if share > 0)
         if "gout" in chosen and "hyperuricaemia" in chosen:
             chosen.remove("hyperuricaemia")
         for key in chosen:
@@ -108,7 +110,7 @@ class PatientCare(PatientRecord):
             else:
                 years = rng.randint(1, max(1, min(15, age - 1)))
                 onset = WINDOW_START - timedelta(days=365 * years - rng.randint(0, 300))
-            onset = max(onset, self.p.birth + timedelta(days=60))
+            onset = max(onset, self.p.birth + timedelta(days=max(60, 365 * youngest[key])))
             if onset <= LAST_DAY - timedelta(days=7):
                 self.onset[key] = onset
         self.chronic = [k for k in chosen if k in self.onset]
@@ -275,7 +277,10 @@ class PatientCare(PatientRecord):
     def _inpatient_measurements(self, v: Visit, diag: Diagnosis, stay: int) -> None:
         self._vitals(v, temp=True, infection=diag.infection, respiratory=diag.respiratory, weigh=True,
                      severity=1.3, bp=True)
-        panels = list(dict.fromkeys(list(diag.labs) + ["cbc", "renal"]))
+        # Admission bloods: blood count for everyone, renal function for adolescents and
+        # adults (children's creatinine needs age-specific intervals not modelled here).
+        routine = ["cbc", "renal"] if self.p.age_years_on(v.start.date()) >= 14 else ["cbc"]
+        panels = list(dict.fromkeys(list(diag.labs) + routine))
         self._labs(v, panels, infection=diag.infection)
         if diag.infection and stay >= 3:
             again = v.start + timedelta(days=stay - 1)

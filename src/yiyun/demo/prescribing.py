@@ -24,6 +24,7 @@ PAEDIATRIC_FORM: dict[str, str | None] = {
     "D1001": None,
     "D1003": None,
     "D1501": "A0025",
+    "D1601": "A0027",
     "D1702": None,
 }
 
@@ -36,8 +37,10 @@ PAEDIATRIC_DRUGS = {
              timing_code="BID", units_per_dose=2, pack_unit=("袋", "{sachet}"), max_days=5),
         Drug("A0025", "氯雷他定糖浆 60ml:60mg", "antihistamine", "oral", 5, "mL", "一次5ml，一日1次", 1,
              units_per_dose=None, pack_unit=("瓶", "{bottle}"), pack_quantity=1, max_days=14),
-        Drug("A0026", "注射用头孢曲松钠 0.5g", "cephalosporin", "iv", 0.5, "g", "一次0.5g，一日1次，静脉滴注", 1,
+        Drug("A0026", "注射用头孢曲松钠 0.5g", "cephalosporin", "iv", 0.5, "g", "一次0.5g，一日1次", 1,
              pack_unit=("瓶", "{vial}"), max_days=7),
+        Drug("A0027", "右旋糖酐铁口服溶液 5ml:25mg", "iron", "oral", 5, "mL", "一次5ml，一日2次", 2,
+             timing_code="BID", pack_unit=("支", "{ampule}"), advice="餐后服用"),
     )
 }
 ALL_DRUGS = {**DRUGS, **PAEDIATRIC_DRUGS}
@@ -103,7 +106,8 @@ def medication_request(
         drug.dose_unit, drug.dose_unit)
     dosage: dict = {
         "sequence": 1,
-        "text": f"{route_text}，{drug.dose_text}" + (f"，{drug.advice}" if drug.advice else ""),
+        "text": (drug.dose_text if drug.dose_text.startswith(route_text) else f"{route_text}，{drug.dose_text}")
+        + (f"，{drug.advice}" if drug.advice else ""),
         "timing": _timing(drug),
     }
     if drug.as_needed:
