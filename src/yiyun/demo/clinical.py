@@ -427,8 +427,10 @@ class PatientCare(PatientRecord):
                                       abated=abated if abated < REFERENCE_DATE else None)
             v.reasons = [cid]
             self._emit_encounter(v)
-            self._vitals(v, temp=False, weigh=True, measure_height=i == 0, bp=True)
             gestation = (d - lmp).days // 7
+            # About 0.4 kg a week from the second trimester (IOM 2009 for a normal BMI).
+            gain = round(max(0, gestation - 13) * 0.4, 1)
+            self._vitals(v, temp=False, weigh=True, measure_height=i == 0, bp=True, weight_gain=gain)
             panels = ["cbc"] if i == 0 else []
             if 24 <= gestation <= 28:
                 panels += ["glucose", "cbc"]

@@ -227,7 +227,7 @@ class PatientRecord:
 
     # ---- measurements -----------------------------------------------------------------
     def _vitals(self, v: Visit, *, temp: bool, infection: str | None = None, respiratory: bool = False,
-                weigh: bool = False, measure_height: bool = False, severity: float = 1.0,
+                weigh: bool = False, measure_height: bool = False, severity: float = 1.0, weight_gain: float = 0.0,
                 bp: bool | None = None) -> None:
         rng, b, p = self.rng, self.base, self.p
         when = v.start + timedelta(minutes=rng.randint(1, 4))
@@ -269,7 +269,7 @@ class PatientRecord:
             self.emit(self.slug, vital_sign(self.ids.next("obs"), "spo2", int(round(phys._clamp(spo2, 85, 100))),
                                             patient_id=p.id, enc_id=v.id, when=when, performer=by, low=95, high=100))
         if weigh or age < 18:  # children are weighed at every visit: doses depend on it
-            self._anthropometry(v, when, by, age, measure_height)
+            self._anthropometry(v, when, by, age, measure_height, weight_gain)
 
     def _heart_rate(self, v: Visit, when: datetime, by: tuple[str, str], age: float, fever: float) -> None:
         rng = self.rng
@@ -284,14 +284,14 @@ class PatientRecord:
                                         high=high))
 
     def _anthropometry(self, v: Visit, when: datetime, by: tuple[str, str], age: float,
-                       measure_height: bool) -> None:
+                       measure_height: bool, weight_gain: float = 0.0) -> None:
         rng, b, p = self.rng, self.base, self.p
         if age < 18:
             height = phys.child_height(p.sex, age, b.height_z)
             weight = phys.child_weight(p.sex, age, b.weight_z) * (1 + rng.gauss(0, 0.015))
         else:
             height = b.height
-            weight = b.bmi * (height / 100) ** 2 * (1 + rng.gauss(0, 0.012))
+            weight = b.bmi * (height / 100) ** 2 * (1 + rng.gauss(0, 0.012)) + weight_gain
         weight = round(weight, 1)
         height = round(height, 1)
         self.emit(self.slug, vital_sign(self.ids.next("obs"), "weight", weight, patient_id=p.id, enc_id=v.id,
