@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     validate_on_write: bool = True
+    secret_key: str = Field(default="", description="Token-signing secret; generated into data_dir when empty.")
+    access_token_minutes: int = Field(default=15, description="Lifetime of access tokens.")
 
     @property
     def resolved_database_url(self) -> str:
