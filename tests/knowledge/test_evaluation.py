@@ -1,7 +1,8 @@
 """Triage and diagnosis accuracy on the development sets (packaged knowledge base).
 
-Floors come from the first honest measurement (see docs/knowledge.md); they are set a
-little below it so that an improvement is free and a regression fails.
+Floors come from the measurements in docs/knowledge.md; they are set a little below them so
+that an improvement is free and a regression fails. The triage floors were raised after the
+timing, cramp and breathlessness fixes (247 cases); they were never lowered.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from yiyun.knowledge import evaluation
 
 from .conftest import DEVSETS
 
-TRIAGE_FLOORS = {"top1": 0.80, "top3": 0.88, "urgency_accuracy": 0.93, "emergency_recall": 0.97}
+TRIAGE_FLOORS = {"top1": 0.86, "top3": 0.93, "urgency_accuracy": 0.96, "emergency_recall": 0.97}
 DIAGNOSIS_FLOORS = {"top1": 0.30, "top3": 0.45}
 
 
@@ -42,7 +43,7 @@ def test_triage_accuracy(packaged_kb, triage_cases):
     r = evaluation.evaluate_triage(triage_cases, packaged_kb)
     for key, floor in TRIAGE_FLOORS.items():
         assert r[key] >= floor, (key, r[key], r["misses"][:10])
-    assert r["emergency_false_alarm_rate"] <= 0.05
+    assert r["emergency_false_alarm_rate"] <= 0.03
     base = evaluation.baseline_keywords(triage_cases, packaged_kb)
     assert r["top1"] > base["top1"] and r["emergency_recall"] > base["emergency_recall"]
 

@@ -109,3 +109,69 @@ def test_unrecognised_text_gets_general_department(fixture_kb):
     r = triage("今天天气怎么样", kb=fixture_kb)
     assert not r["recognized"] and r["urgency"] == "routine"
     assert top(r) in ("全科医疗科", "内科")
+
+
+# --- timing: BE-FAST signs are an emergency when sudden, recent or of unknown timing --------
+
+
+@pytest.mark.parametrize("text", ["突然嘴歪了", "我爸今天早上说话不清", "刚才说话不清", "嘴歪 一小时了",
+                                  "昨天开始说话不清", "说话不清两周了 今天突然加重", "嘴歪了"])
+def test_stroke_signs_recent_or_untimed_are_an_emergency(fixture_kb, text):
+    r = triage(text, kb=fixture_kb)
+    assert r["urgency"] == "emergency", text
+    assert "stroke_signs" in {f["id"] for f in r["red_flags"]}
+
+
+@pytest.mark.parametrize("text,urgency", [
+    ("说话不清两周了", "urgent"),         # days to weeks: the same day, not an ambulance
+    ("三天前开始嘴歪", "urgent"),
+    ("嘴歪了三个月了", "routine"),        # months: a sequela
+    ("说话不清一年多了", "routine"),
+])
+def test_old_stroke_signs_are_not_an_emergency(fixture_kb, text, urgency):
+    r = triage(text, kb=fixture_kb)
+    assert r["urgency"] == urgency, (text, r["red_flags"])
+    assert not r["call_120"]
+    assert top(r) == "神经内科"
+    if urgency == "urgent":
+        assert "stroke_signs_subacute" in {f["id"] for f in r["red_flags"]}
+
+
+def test_chronic_breathlessness_is_not_an_emergency(fixture_kb):
+    assert triage("气短好几年了", kb=fixture_kb)["urgency"] == "routine"
+    assert triage("喘不上气好几年了", kb=fixture_kb)["urgency"] == "routine"
+    assert triage("气短好几年了 这两天加重了", kb=fixture_kb)["urgency"] == "urgent"
+    for text in ("喘不上气三天了", "喘不上气", "躺着也喘不上气 好几年了", "喘不上气好几年了 嘴唇发紫"):
+        assert triage(text, kb=fixture_kb)["urgency"] == "emergency", text
+
+
+def test_cramps_are_not_seizures(packaged_kb):
+    for text in ("腿抽筋", "腿老抽筋", "晚上睡觉小腿经常抽筋", "脚趾头抽筋", "游泳的时候抽筋了", "手抽筋"):
+        r = triage(text, kb=packaged_kb)
+        assert r["urgency"] == "routine", (text, r["red_flags"])
+        assert "抽搐" not in r["findings"]["present"], text
+    # a bare 抽筋 is how parents describe a convulsion; with fever even 手脚抽筋 is one
+    assert triage("孩子抽筋了", age=3, kb=packaged_kb)["urgency"] == "emergency"
+    assert triage("孩子发烧 手脚抽筋", age=2, kb=packaged_kb)["urgency"] == "emergency"
+    assert triage("腿没抽筋", kb=packaged_kb)["urgency"] != "emergency"
+
+
+def test_context_decides_what_a_phrase_means(packaged_kb):
+    r = triage("声音嘶哑 说不出话两周了", kb=packaged_kb)
+    assert r["urgency"] == "routine" and top(r) == "耳鼻咽喉科"
+    assert "言语不清" not in r["findings"]["present"]
+    # a sudden loss of speech stays a stroke sign whatever comes with it
+    assert triage("突然声音嘶哑说不出话", kb=packaged_kb)["urgency"] == "emergency"
+    r = triage("肩膀疼 胳膊抬不起来", kb=packaged_kb)
+    assert r["urgency"] == "routine" and top(r) == "骨科"
+    assert triage("爬楼梯就喘", kb=packaged_kb)["urgency"] == "routine"
+    assert triage("左边手脚没劲", kb=packaged_kb)["urgency"] == "emergency"
+
+
+def test_unrecognised_complaint_says_so_and_asks_for_more(packaged_kb):
+    r = triage("我也说不上来哪里不对劲", kb=packaged_kb)
+    assert r["recognized"] is False and r["urgency"] == "routine"
+    assert top(r) == "全科医疗科"
+    assert "识别" in r["departments"][0]["reason"]
+    assert r["ask_for_detail"] and "没能看懂" in r["advice"] and "具体" in r["advice"]
+    assert triage("咳嗽三天", kb=packaged_kb)["ask_for_detail"] is None

@@ -254,6 +254,16 @@ class Extractor:
                        r"(?:的)?(?:隐隐|阵阵|一阵一阵|胀|绞|刺|酸|闷|钝|剧|隐|撕裂样|针扎样)?(?P<pain>疼|痛)")
             if sites else None
         )
+        # Context patterns (lexicon `patterns`) win over the words they overlap: 腿老抽筋 is a
+        # cramp, not 抽筋 (a seizure); 嗓子哑得说不出话 is loss of voice, not a stroke's loss of
+        # speech. The named group `m`, when present, is the finding's span.
+        self.patterns: list[tuple[re.Pattern, str]] = []
+        for item in lex.get("patterns") or []:
+            if not isinstance(item, dict) or not item.get("re"):
+                continue
+            name = kb.first_symptom(item.get("symptom"))
+            if name:
+                self.patterns.append((re.compile(str(item["re"])), name))
         body_sites = sorted({str(s) for s in lex.get("body_sites") or []}, key=len, reverse=True)
         self.body_site_re = re.compile("|".join(map(re.escape, body_sites))) if body_sites else None
         self._jieba = None
@@ -296,6 +306,14 @@ class Extractor:
         raw.sort(key=lambda m: (-(m[1] - m[0]), m[0]))
         taken = [False] * len(text)
         chosen = []
+        for pattern, name in self.patterns:
+            for mm in pattern.finditer(text):
+                s, e = mm.span("m") if "m" in pattern.groupindex and mm.group("m") else mm.span()
+                if e <= s or any(taken[s:e]):
+                    continue
+                for i in range(s, e):
+                    taken[i] = True
+                chosen.append((s, e, "symptom", name, text[s:e]))
         tokens = None
         for m in raw:
             s, e = m[0], m[1]

@@ -45,6 +45,7 @@ AGE_MONTHS_RE = re.compile(
     rf"|(?:宝宝|婴儿|孩子|小孩|娃|女儿|儿子|闺女)[^，。,\s]{{0,2}}?\s*(?P<n2>\d{{1,2}}|[{NUM_CHARS}]{{1,3}})\s*个(?:多)?月)"
 )
 AGE_DAYS_RE = re.compile(rf"(?:出生|生下来|新生儿|宝宝|婴儿)[^，。,]{{0,3}}?(?P<n>\d{{1,2}}|[{NUM_CHARS}]{{1,3}})\s*天")
+ASK_FOR_DETAIL = "请再说具体一些：哪里不舒服、是什么感觉、从什么时候开始、有没有发热等其他不适。"
 DISCLAIMER = "导诊结果仅供就医参考，不能替代医生诊断；病情危急请立即拨打120。"
 
 
@@ -99,26 +100,50 @@ class _RuleContext:
         self.extraction = extraction
         self.age, self.sex, self.pregnant = age, sex, pregnant
         self.findings = [f for f in extraction.findings if not f.negated]
+        self.worsening = self._literal(WORSENING_RE, text) is not None
 
-    def _literal(self, pattern: re.Pattern, text: str) -> bool:
+    def _literal(self, pattern: re.Pattern, text: str) -> tuple[int, int] | None:
         for m in pattern.finditer(text):
             if m.end() == m.start():
                 continue
             negated, _u, _c = self.ex._polarity(self.masked, m.start(), m.end(), [])
             if not negated:
-                return True
-        return False
+                return m.span()
+        return None
 
-    def term(self, term: str, text: str, blocked: list[tuple[int, int]]) -> bool:
+    def term(self, term: str, text: str, blocked: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Where a rule term is present and not negated (empty when it is not)."""
         term = str(term)
         if term.startswith("re:"):
-            return self._literal(re.compile(term[3:]), text)
+            span = self._literal(re.compile(term[3:]), text)
+            return [span] if span else []
         s = self.kb.symptoms.get(term)
+        spans = []
         if s is not None:
-            for f in self.findings:
-                if f.symptom == s.name and not any(a < f.end and f.start < b for a, b in blocked):
-                    return True
-        return term in text and self._literal(re.compile(re.escape(term)), text)
+            spans = [(f.start, f.end) for f in self.findings
+                     if f.symptom == s.name and not any(a < f.end and f.start < b for a, b in blocked)]
+        if not spans and term in text:
+            span = self._literal(re.compile(re.escape(term)), text)
+            spans = [span] if span else []
+        return spans
+
+    def onset_hours(self, spans: list[tuple[int, int]]) -> float:
+        """How long ago the evidence began, in hours: the most recent of the matched terms.
+
+        A term with no duration attached (突然嘴歪了) counts as beginning now, and so does any
+        recent worsening (今天加重了): unknown timing is treated as acute.
+        """
+        if self.worsening:
+            return 0.0
+        hours = []
+        for s, e in spans:
+            d = self.ex._nearest_duration(self.text, s, e, self.extraction.durations)
+            hours.append(d["days"] * 24 if d else 0.0)
+        return min(hours, default=0.0)
+
+
+# A worsening makes long-standing signs acute again (说话不清两周了，今天突然加重).
+WORSENING_RE = re.compile(r"加重|加剧|恶化|更(厉害|严重|重)了?|突然.{0,4}(厉害|严重)起来|又(犯|发作)了")
 
 
 def _rule_fires(rule: dict, ctx: _RuleContext) -> bool:
@@ -137,8 +162,11 @@ def _rule_fires(rule: dict, ctx: _RuleContext) -> bool:
     text = ctx.text
     blocked: list[tuple[int, int]] = []
     for phrase in rule.get("none") or []:
-        for m in re.finditer(re.escape(str(phrase)), text):
-            blocked.append((m.start(), m.end()))
+        phrase = str(phrase)
+        pattern = re.compile(phrase[3:] if phrase.startswith("re:") else re.escape(phrase))
+        for m in pattern.finditer(text):
+            if m.end() > m.start():
+                blocked.append((m.start(), m.end()))
     if blocked:
         chars = list(text)
         for a, b in blocked:
@@ -146,8 +174,20 @@ def _rule_fires(rule: dict, ctx: _RuleContext) -> bool:
                 chars[i] = "#"
         text = "".join(chars)
     groups = rule.get("all") or []
+    evidence: list[tuple[int, int]] = []
     for group in groups:
-        if not any(ctx.term(t, text, blocked) for t in group):
+        spans = [span for t in group for span in ctx.term(t, text, blocked)]
+        if not spans:
+            return False
+        evidence += spans
+    onset = rule.get("onset")
+    if onset and groups:
+        # stroke signs are an emergency within the reperfusion windows, or when the timing is
+        # unknown; the same signs days old are urgent rather than a call for an ambulance
+        hours = ctx.onset_hours(evidence)
+        if "max_hours" in onset and hours > float(onset["max_hours"]):
+            return False
+        if "min_hours" in onset and hours <= float(onset["min_hours"]):
             return False
     return bool(groups) or "temp_gte" in rule
 
@@ -193,7 +233,8 @@ def triage(text: str, age: float | None = None, sex: str | None = None,
         if URGENCY_ORDER.get(r.get("urgency", "urgent"), 1) > URGENCY_ORDER[urgency]:
             urgency = r.get("urgency", "urgent")
     present = extraction.present + [s for s in extraction.possible if s not in extraction.present]
-    flagged = [s for s in present if kb.symptoms.get(s) and kb.symptoms[s].red_flag]
+    flagged = [s for s in present if kb.symptoms.get(s) and kb.symptoms[s].red_flag
+               and not _chronic_stable(kb, ctx, s)]
     if flagged and urgency == "routine":
         urgency = "urgent"
 
@@ -223,12 +264,15 @@ def triage(text: str, age: float | None = None, sex: str | None = None,
     dx = None
     if extraction.present:
         dx = diagnose(extraction.present, extraction.absent, age=age, sex=sex, kb=kb, top=5)
+        # one finding makes a weak differential (its posterior is shared by the few diseases
+        # that list the finding: 腿抽筋 alone is not 下肢静脉曲张): it counts half
+        dx_weight = 1.0 if len(extraction.present) >= 2 else 0.5
         for c in dx["candidates"]:
             deps = [d for d in kb.diseases[c["disease"]].departments if d != EMERGENCY]
             if not child:
                 deps = [d for d in deps if d not in ("儿科", "新生儿科", "小儿外科")]
             for i, dep in enumerate(deps[:2]):
-                add(dep, c["probability"] * (1.6 if i == 0 else 0.8),
+                add(dep, dx_weight * c["probability"] * (1.6 if i == 0 else 0.8),
                     f"可能的疾病：{c['disease']}（{round(c['probability'] * 100)}%）")
     for cond in extraction.conditions:
         if cond["negated"]:
@@ -285,7 +329,7 @@ def triage(text: str, age: float | None = None, sex: str | None = None,
     if not ranked:
         fallback = "儿科" if child and "儿科" in kb.departments else "全科医疗科" if "全科医疗科" in kb.departments else "内科"
         ranked = [(fallback, 1.0)]
-        reasons[fallback] = ["未能从描述中识别出明确的症状，建议先到该科就诊或咨询医院导诊台"]
+        reasons[fallback] = ["没能从描述中识别出明确的症状，可先到该科就诊或咨询医院导诊台"]
     total = sum(v for _, v in ranked) or 1.0
     departments = [
         {"name": dep, "score": round(v / total, 4), "reason": "；".join(reasons.get(dep, [])[:3])}
@@ -308,6 +352,8 @@ def triage(text: str, age: float | None = None, sex: str | None = None,
         for d in departments:
             d["score"] = round(d["score"] / total, 4)
     advice = _advice(urgency, red_flags, departments)
+    if not recognized and urgency == "routine":
+        advice = f"抱歉，没能看懂您的描述。{ASK_FOR_DETAIL} " + advice
     return {
         "urgency": urgency,
         "departments": departments,
@@ -321,8 +367,25 @@ def triage(text: str, age: float | None = None, sex: str | None = None,
             {"disease": c["disease"], "probability": c["probability"]} for c in (dx or {}).get("candidates", [])[:3]
         ],
         "recognized": recognized,
+        "ask_for_detail": None if recognized else ASK_FOR_DETAIL,
         "disclaimer": DISCLAIMER,
     }
+
+
+def _chronic_stable(kb: KnowledgeBase, ctx: _RuleContext, symptom: str) -> bool:
+    """A red-flag symptom present unchanged for weeks (气短好几年了) is not acute by itself.
+
+    Only for the symptoms listed under `chronic_signs` in the lexicon, and only when every
+    mention carries a duration longer than the threshold, none is described as severe, and
+    nothing says it got worse. The red-flag rules still apply to such text on their own terms.
+    """
+    conf = (kb.lexicon or {}).get("chronic_signs") or {}
+    if symptom not in set(conf.get("symptoms") or []) or ctx.worsening:
+        return False
+    days = float(conf.get("days", 28))
+    mentions = [f for f in ctx.findings if f.symptom == symptom]
+    return bool(mentions) and all(
+        f.duration is not None and f.duration["days"] > days and f.severity != "severe" for f in mentions)
 
 
 def _paediatric_first(scores: dict[str, float]) -> bool:
