@@ -57,7 +57,8 @@ def date_range(s: str) -> tuple[float, float] | None:
     if y < 1:
         return None
     if mo is None:
-        return float(calendar.timegm((y, 1, 1, 0, 0, 0))), float(calendar.timegm((y + 1, 1, 1, 0, 0, 0)))
+        # the end of the year from its last day: year 9999 has no following year in `datetime`
+        return float(calendar.timegm((y, 1, 1, 0, 0, 0))), float(calendar.timegm((y, 12, 31, 0, 0, 0)) + 86400)
     mo = int(mo)
     if not 1 <= mo <= 12:
         return None
