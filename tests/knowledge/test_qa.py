@@ -72,3 +72,33 @@ def test_search_by_name_alias_pinyin_initials(fixture_kb):
         assert idx.search(q)[0]["name"] == "原发性高血压", q
     assert idx.search("感冒")[0]["name"] == "急性上呼吸道感染"
     assert idx.search("")== []
+
+
+@pytest.mark.parametrize("question,needle", [
+    ("血常规要空腹吗", "不需要空腹"),
+    ("胃镜前要注意什么", "禁食"),
+    ("血脂报告怎么看", "mmol/L"),
+    ("糖化血红蛋白是什么", "2–3个月"),
+    ("TCT结果ASC-US是什么意思", "阴道镜"),      # ASCII aliases match whole words only (not AS)
+    ("做肠镜要准备什么", "清肠"),
+])
+def test_check_questions(packaged_kb, question, needle):
+    r = ask(question, kb=packaged_kb)
+    assert r["known"] and needle in r["answer"], (question, r["answer"])
+    assert r["entities"][0]["kind"] == "check"
+    assert r["sources"]
+
+
+def test_disease_checks_say_which_need_fasting(packaged_kb):
+    r = ask("高血压要做什么检查", kb=packaged_kb)
+    assert r["intent"] == "checks" and "需要空腹" in r["answer"]
+
+
+def test_interaction_answer_starts_with_a_verdict(fixture_kb):
+    r = ask("华法林和阿司匹林能一起吃吗", kb=fixture_kb)
+    assert r["answer"].split("\n")[0].startswith(("不能一起用", "一般不建议"))
+
+
+def test_a_check_question_describing_an_emergency_gets_the_emergency(packaged_kb):
+    r = ask("血压190 头疼得厉害 看东西模糊", kb=packaged_kb)
+    assert r["answer"].startswith("【紧急】")

@@ -19,8 +19,11 @@ from yiyun.knowledge import icd10
 
 PACKAGE_DATA = Path(__file__).parent / "data"
 KINDS = ("diseases", "symptoms", "drugs", "interactions", "firstaid")
-# Files owned by the engine itself; looked up in the data folder first, then in the package.
-OWN_FILES = ("departments.yaml", "redflags.yaml", "lexicon.yaml", "checks.yaml")
+# Files owned by the engine itself; looked up in the data folder first, then in the package
+# (so are the described checks, `checks/*.yaml`).
+OWN_FILES = ("departments.yaml", "redflags.yaml", "lexicon.yaml")
+
+CHECK_CATEGORIES = ("检验", "影像", "内镜", "功能检查", "穿刺", "其他")
 
 PREVALENCE = ("very_common", "common", "uncommon", "rare")
 SYMPTOM_WEIGHTS = ("very_common", "common", "occasional", "rare")
@@ -167,6 +170,7 @@ class KnowledgeBase:
         self.drug_alias: dict[str, str] = {}
         self.department_alias: dict[str, str] = {}
         self.firstaid_alias: dict[str, str] = {}
+        self.check_alias: dict[str, str] = {}
         self.diseases_by_symptom: dict[str, list[tuple[str, str]]] = {}
         self.diseases_by_check: dict[str, list[str]] = {}
         self.diseases_by_drug: dict[str, list[str]] = {}
@@ -202,6 +206,16 @@ class KnowledgeBase:
         name = self.firstaid_alias.get(_str(term))
         return self.firstaid.get(name) if name else None
 
+    def check(self, term: str) -> dict | None:
+        """The described check (checks/*.yaml) a name or alias refers to, if any."""
+        name = self.check_alias.get(_str(term))
+        return self.checks.get(name) if name else None
+
+    def check_name(self, term: str) -> str:
+        """Canonical name of a check: the described entry's name, else the plain text itself."""
+        term = _str(term)
+        return self.check_alias.get(term, term)
+
     def cached(self, key: str, build):
         """A derived structure (automaton, model matrix) built once per knowledge base."""
         value = self._cache.get(key)
@@ -226,6 +240,7 @@ class KnowledgeBase:
         }
 
     def all_checks(self) -> list[str]:
+        """Described checks plus every other check a disease names in plain text."""
         names = set(self.checks) | set(self.diseases_by_check)
         return sorted(names)
 
@@ -286,6 +301,9 @@ class KnowledgeBase:
             (d.name, d.aliases) for d in self.departments.values()
         )
         self.firstaid_alias = _alias_index((f.name, f.aliases) for f in self.firstaid.values())
+        self.check_alias = _alias_index(
+            (name, [_str(a) for a in _list(c.get("aliases")) if a]) for name, c in self.checks.items()
+        )
         self.diseases_by_symptom = {}
         self.diseases_by_check = {}
         self.diseases_by_drug = {}
@@ -293,7 +311,9 @@ class KnowledgeBase:
             for s in d.symptoms:
                 self.diseases_by_symptom.setdefault(s.name, []).append((d.name, s.weight))
             for c in d.checks:
-                self.diseases_by_check.setdefault(c, []).append(d.name)
+                users = self.diseases_by_check.setdefault(self.check_name(c), [])
+                if d.name not in users:
+                    users.append(d.name)
             for g in d.drugs:
                 self.diseases_by_drug.setdefault(g, []).append(d.name)
         order = {w: i for i, w in enumerate(SYMPTOM_WEIGHTS)}
@@ -473,11 +493,20 @@ def load(data_dir: Path | str | None = None) -> KnowledgeBase:
             kb.lexicon = yaml.safe_load(lex.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             kb.problems.append(LoadProblem(str(lex), f"无法读取 YAML：{exc}"))
-    chk = _own_file("checks.yaml", data_dir)
-    if chk:
-        for e in _read_yaml_list(chk, kb.problems):
-            if e.get("name"):
-                kb.checks[_str(e["name"])] = e
+    check_files = sorted((data_dir / "checks").glob("*.y*ml")) if (data_dir / "checks").is_dir() else []
+    if not check_files and (legacy := _own_file("checks.yaml", data_dir)):
+        check_files = [legacy]
+    if not check_files and data_dir != PACKAGE_DATA and (PACKAGE_DATA / "checks").is_dir():
+        check_files = sorted((PACKAGE_DATA / "checks").glob("*.y*ml"))
+    for path in check_files:
+        for e in _read_yaml_list(path, kb.problems):
+            name = _str(e.get("name"))
+            if not name:
+                kb.problems.append(LoadProblem(str(path), "存在没有名称的检查条目"))
+                continue
+            if name in kb.checks:
+                kb.duplicates.append(LoadProblem(str(path), f"重复的检查名称：{name}"))
+            kb.checks[name] = e
     kb.build_indexes()
     return kb
 
@@ -611,6 +640,22 @@ def validate(kb: KnowledgeBase, *, check_icd10: bool = True) -> list[str]:
                 errors.append(f"相互作用「{label}」引用了未定义的药物类别「{c}」")
     for f in kb.firstaid.values():
         need_sources("急救", f.name, f.sources)
+    # Checks: a disease may name any check in plain text (no entry needed); a described
+    # check must say what it is and what it is for, and cite its sources.
+    check_terms: dict[str, str] = {}
+    for name, c in kb.checks.items():
+        need_sources("检查", name, [s for s in _list(c.get("sources")) if s])
+        for key in ("what", "purpose"):
+            if not _str(c.get(key)):
+                errors.append(f"检查「{name}」缺少 {key}")
+        category = _str(c.get("category"))
+        if category and category not in CHECK_CATEGORIES:
+            errors.append(f"检查「{name}」的 category「{category}」无效")
+        for term in [name, *(_str(a) for a in _list(c.get("aliases")) if a)]:
+            other = check_terms.get(term)
+            if other and other != name:
+                errors.append(f"检查「{name}」的名称或别名「{term}」与检查「{other}」重复")
+            check_terms.setdefault(term, name)
     for rule in kb.redflags:
         rid = rule.get("id", "?")
         if not rule.get("sources"):

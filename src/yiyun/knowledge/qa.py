@@ -21,7 +21,8 @@ INTENTS: list[tuple[str, re.Pattern]] = [
     ("department", re.compile(r"挂(什么|哪个|哪|啥)(个)?科|看(什么|哪个|哪|啥)(个)?科|(什么|哪个|哪|啥)科室|哪个科|什么科|挂号|去哪(个)?(医院|科)|找什么医生")),
     ("drugs", re.compile(r"(吃|用|服|打|涂|擦|上)(什么|啥|哪些|哪种|哪个)(药|针)|什么药|用药|药物治疗|吃药|(的|怎么)?用法|用量|剂量|一次吃几|吃几片|一天几次|副作用|不良反应|说明书")),
     ("foods", re.compile(r"吃什么(好|比较好|合适|食物|东西|水果|菜)?|吃啥|(不能|不可以|能不能|可不可以|可以|能)(吃|喝)|饮食|忌口|食物|食疗|喝什么|忌吃|吃点什么|补什么")),
-    ("checks", re.compile(r"检查|化验|查什么|做什么检|怎么确诊|如何确诊|诊断标准|拍片|抽血|查血|ct|CT|B超|彩超|核磁")),
+    ("checks", re.compile(r"检查|化验|查什么|做什么检|怎么确诊|如何确诊|诊断标准|拍片|抽血|查血|ct|CT|B超|彩超|核磁|空腹|憋尿|"
+                          r"报告(单)?(怎么|看)|结果(怎么|看)|参考值|正常值")),
     ("complications", re.compile(r"并发症|会引起什么|会导致什么|会引发|后果|危害|后遗症|会不会(变成|发展)|严重吗|会死吗|影响")),
     ("causes", re.compile(r"原因|为什么|为啥|怎么引起|是什么引起|引起的|病因|怎么得|怎么会|怎么回事|诱因|咋回事")),
     ("prevention", re.compile(r"预防|避免|防止|怎么防|如何防|疫苗|防护")),
@@ -29,7 +30,8 @@ INTENTS: list[tuple[str, re.Pattern]] = [
     ("symptoms", re.compile(r"症状|表现|征兆|什么感觉|迹象|前兆|会怎么样|有哪些不舒服")),
     ("definition", re.compile(r"是什么|什么是|什么病|介绍|是啥|简介|是怎样|了解一下|科普")),
 ]
-MEDICAL_HINT = re.compile(r"病|症|药|疼|痛|医|治|诊|健康|身体|血|炎|感染|检查|怀孕|发烧|咳|吐|拉|晕")
+MEDICAL_HINT = re.compile(r"病|症|药|疼|痛|医|治|诊|健康|身体|血|炎|感染|检查|化验|体检|空腹|憋尿|CT|ct|B超|彩超|核磁|"
+                          r"怀孕|发烧|咳|吐|拉|晕")
 INTENT_ZH = {
     "symptoms": "症状", "causes": "病因", "prevention": "预防", "treatment": "治疗", "drugs": "用药",
     "department": "就诊科室", "foods": "饮食", "checks": "检查", "complications": "并发症",
@@ -37,7 +39,7 @@ INTENT_ZH = {
 }
 WEIGHT_ORDER = {"very_common": 0, "common": 1, "occasional": 2, "rare": 3}
 DISCLAIMER = "回答来自医学知识库，仅供健康科普参考，不能替代医生面诊。"
-UNKNOWN = "抱歉，这个问题我还不知道答案。我只能回答知识库收录的疾病、症状、药品和急救问题；如有不适请咨询医生。"
+UNKNOWN = "抱歉，这个问题我还不知道答案。我只能回答知识库收录的疾病、症状、药品、检查和急救问题；如有不适请咨询医生。"
 NON_MEDICAL = "抱歉，我只能回答医学健康相关的问题，这个问题我不知道。"
 
 
@@ -68,7 +70,7 @@ def ask(question: str, kb: KnowledgeBase | None = None) -> dict[str, Any]:
     if intent == "drug_interaction" and drug_ents:
         return _fill(result, *_answer_interaction(kb, drug_ents))
     target = _pick(entities, intent)
-    if target is None or target["kind"] == "symptom":
+    if target is None or target["kind"] in ("symptom", "check"):
         # a description of an emergency is answered with the emergency advice first
         from yiyun.knowledge.triage import triage
 
@@ -106,11 +108,7 @@ def ask(question: str, kb: KnowledgeBase | None = None) -> dict[str, Any]:
         return _fill(result, f"{d.name}：{d.description}" if d.description else "", d.raw.get("sources") or [],
                      bool(d.description))
     if kind == "check":
-        users = kb.diseases_by_check.get(name, [])
-        info = kb.checks.get(name, {})
-        text = (info.get("description") or "") + (f" 常用于：{_join(users[:10])}。" if users else "")
-        srcs = list(info.get("sources") or []) + [s for u in users[:3] for s in kb.diseases[u].sources]
-        return _fill(result, text.strip(), srcs, bool(text.strip()))
+        return _fill(result, *_answer_check(kb, name, q))
     result["answer"] = UNKNOWN
     return result
 
@@ -166,7 +164,18 @@ def _answer_disease(kb: KnowledgeBase, d, intent: str) -> tuple[str, list[str], 
             text += f"治疗原则：{r['treatment']}"
         return text, d.sources, bool(text)
     if intent == "checks":
-        return (f"{name}常做的检查：{_join(d.checks)}。" if d.checks else ""), d.sources, bool(d.checks)
+        if not d.checks:
+            return "", d.sources, False
+        text = f"{name}常做的检查：{_join(d.checks)}。"
+        fasting = [c for c in d.checks if (kb.check(c) or {}).get("fasting")]
+        bladder = [c for c in d.checks if (kb.check(c) or {}).get("full_bladder")]
+        if fasting:
+            text += f"其中{_join(fasting)}需要空腹。"
+        if bladder:
+            text += f"{_join(bladder)}需要憋尿。"
+        described = [kb.check(c) for c in d.checks if kb.check(c)]
+        srcs = list(d.sources) + [s for c in described[:3] for s in c.get("sources") or []]
+        return text, srcs, True
     if intent == "complications":
         return (f"{name}可能的并发症：{_join(d.complications)}。" if d.complications else ""), d.sources, bool(d.complications)
     field = {"causes": "causes", "prevention": "prevention", "treatment": "treatment", "first_aid": "urgent_care"}.get(intent)
@@ -180,6 +189,31 @@ def _answer_disease(kb: KnowledgeBase, d, intent: str) -> tuple[str, list[str], 
     if d.departments:
         text += f" 就诊科室：{_join(d.departments[:2])}。"
     return (f"{name}：{text}" if text else ""), d.sources, bool(text)
+
+
+CHECK_PREPARATION = re.compile(r"空腹|憋尿|准备|注意(什么|事项|啥)|之前|前一天|前一晚|能(不能)?(吃|喝)|可以(吃|喝)|要(不要)?(吃|喝)|停药|吃药|多久|几点")
+CHECK_RESULTS = re.compile(r"结果|报告|发现|查出|怎么看|看懂|参考值|正常值|正常范围|偏高|偏低|高了|低了|升高|降低|阳性|阴性|超标|箭头|正常吗|多少算")
+
+
+def _answer_check(kb: KnowledgeBase, name: str, question: str) -> tuple[str, list[str], bool]:
+    """What a check is, how to prepare, how to read it: the part the question asks for."""
+    info = kb.checks.get(name) or {}
+    users = kb.diseases_by_check.get(name, [])
+    if not info:
+        text = f"{name}常用于：{_join(users[:10])}。" if users else ""
+        return text, [s for u in users[:3] for s in kb.diseases[u].sources], bool(text)
+    prep = [str(p) for p in info.get("preparation") or []]
+    fasting = info.get("fasting")
+    needs = ("需要空腹。" if fasting else "一般不需要空腹。") + ("需要憋尿。" if info.get("full_bladder") else "")
+    if CHECK_PREPARATION.search(question):
+        text = f"{name}：{needs}" + ("\n检查前准备：\n" + "\n".join(f"· {_period(p)}" for p in prep) if prep else "")
+    elif CHECK_RESULTS.search(question) and info.get("results"):
+        text = f"{name}的结果怎么看：{info['results']}"
+    else:
+        text = f"{name}：{info.get('what', '')}用途：{info.get('purpose', '')}{needs}"
+        if users:
+            text += f"常用于：{_join(users[:6])}。"
+    return text, list(info.get("sources") or []), True
 
 
 def _answer_symptom(kb: KnowledgeBase, s, intent: str) -> tuple[str, list[str], bool]:
@@ -237,14 +271,30 @@ def _answer_firstaid(f) -> tuple[str, list[str], bool]:
     return text, f.sources, bool(f.steps)
 
 
+SEVERITY_RANK = {"contraindicated": 0, "major": 1, "moderate": 2, "minor": 3}
+# The one-line answer to "能一起吃吗", from the most severe interaction recorded.
+VERDICT = {
+    0: "不能一起用：说明书或指南列为禁忌合用。",
+    1: "一般不建议一起用；确需合用，须在医生指导下并密切观察。",
+    2: "需要谨慎合用，注意下面的风险，最好先问医生或药师。",
+    3: "相互影响较小，一般可以合用，注意下面的提示。",
+}
+
+
+def _period(text: str) -> str:
+    text = (text or "").strip()
+    return text if not text or text[-1] in "。！？；.!?" else text + "。"
+
+
 def _answer_interaction(kb: KnowledgeBase, drug_ents: list[dict]) -> tuple[str, list[str], bool]:
     names = list(dict.fromkeys(e["name"] for e in drug_ents))
     res = drug_service.check_interactions(names, kb)
     if res["pairs"]:
-        text = "；".join(
-            f"{p['drugs'][0]}与{p['drugs'][1]}（{p['severity_zh']}）：{p['effect'] or p['mechanism']}。建议：{p['advice']}"
-            for p in res["pairs"])
-        return text, [s for p in res["pairs"] for s in p["sources"]], True
+        worst = min((SEVERITY_RANK.get(p["severity"], 9) for p in res["pairs"]), default=9)
+        lines = [VERDICT.get(worst, "")] if worst in VERDICT else []
+        lines += [f"{p['drugs'][0]}与{p['drugs'][1]}（{p['severity_zh']}）：{_period(p['effect'] or p['mechanism'])}"
+                  f"建议：{_period(p['advice'])}" for p in res["pairs"]]
+        return "\n".join(lines), [s for p in res["pairs"] for s in p["sources"]], True
     dup = res["duplicates"]
     if dup:
         text = "；".join(f"{d['drugs'][0]}与{d['drugs'][1]}{d['detail']}，属于重复用药，一般不宜同时服用" for d in dup)

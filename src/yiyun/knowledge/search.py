@@ -45,7 +45,8 @@ class SearchIndex:
         pairs += [("drug", g.name, g.aliases) for g in kb.drugs.values()]
         pairs += [("firstaid", f.name, f.aliases) for f in kb.firstaid.values()]
         pairs += [("department", d.name, d.aliases) for d in kb.departments.values()]
-        pairs += [("check", c, []) for c in kb.all_checks()]
+        pairs += [("check", c, [str(a) for a in (kb.checks.get(c) or {}).get("aliases") or [] if a])
+                  for c in kb.all_checks()]
         seen = set()
         for kind, name, aliases in pairs:
             for term in [name, *aliases]:
@@ -86,7 +87,9 @@ class SearchIndex:
             if kind and t.kind != kind:
                 continue
             if ascii_query:
-                if t.pinyin == ql or t.initials == ql:
+                if t.term.isascii() and t.term.lower().replace(" ", "") == ql:
+                    hit(t, 95, "名称")  # an ASCII name or alias itself (HbA1c, CT)
+                elif t.pinyin == ql or t.initials == ql:
                     hit(t, 90, "拼音")
                 elif t.pinyin.startswith(ql) and len(ql) >= 2:
                     hit(t, 70, "拼音")
@@ -127,6 +130,8 @@ class SearchIndex:
                 continue
             if len(term) == 1:
                 continue
+            if _inside_ascii_word(text, s, e):
+                continue  # AS in ASC-US, CT in TCT
             for i in range(s, e):
                 taken[i] = True
             t = ts[0]
@@ -151,6 +156,16 @@ class SearchIndex:
                                 "match": "pinyin"})
         out.sort(key=lambda x: x["start"])
         return out
+
+
+def _inside_ascii_word(text: str, start: int, end: int) -> bool:
+    def word(c: str) -> bool:
+        return c.isascii() and c.isalnum()
+
+    if not (word(text[start]) or word(text[end - 1])):
+        return False
+    return (start > 0 and word(text[start - 1]) and word(text[start])) or \
+        (end < len(text) and word(text[end]) and word(text[end - 1]))
 
 
 def get_index(kb: KnowledgeBase | None = None) -> SearchIndex:
