@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi.testclient import TestClient
 
+from yiyun.knowledge.kb import get_kb
 from yiyun.knowledge.ratelimit import TokenBucketLimiter, set_limiter
 
 
@@ -99,3 +102,27 @@ def test_token_bucket_refills():
     assert lim.take("b")[0]  # per client
     now[0] = 1.0
     assert lim.take("a")[0]
+
+
+def test_check_pages_and_links(client):
+    page = client.get("/knowledge/check/血脂").text
+    assert "需空腹" in page and "结果怎么看" in page and "/knowledge/disease/" in page
+    alias = client.get("/knowledge/check/头颅磁共振")  # the name a disease uses finds the described entry
+    assert alias.status_code == 200 and "<h1>头颅MRI</h1>" in alias.text
+    plain = client.get("/knowledge/check/" + next(c for c in get_kb().all_checks() if c not in get_kb().checks))
+    assert plain.status_code == 200 and "暂无详细介绍" in plain.text
+    disease = client.get("/knowledge/disease/原发性高血压").text
+    assert "/knowledge/check/" + quote("血脂") in disease
+
+
+def test_pages_share_the_nav_and_missing_entries_are_pages(client):
+    for path in ("/knowledge/", "/knowledge/ask", "/knowledge/triage", "/knowledge/selfcheck",
+                 "/knowledge/check/血常规", "/knowledge/list/checks"):
+        text = client.get(path).text
+        for label in ("医典</a>", "问答</a>", "导诊</a>", "自查</a>"):
+            assert label in text, (path, label)
+        assert "不能替代医生" in text
+    r = client.get("/knowledge/symptom/没有这个症状")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html") and "医典导航" in r.text
+    bad = client.get("/knowledge/triage?text=头疼&age=abc")
+    assert bad.status_code == 422 and "年龄请填数字" in bad.text

@@ -6,6 +6,7 @@ Staff pages (`require_staff`): edit an entry, review queue, history.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +22,27 @@ from yiyun.knowledge import drugs as drug_service
 from yiyun.knowledge import repository, selfcheck, service
 from yiyun.knowledge.deps import Staff, get_connection, rate_limited, require_staff
 from yiyun.knowledge.diagnosis import WEIGHT_ZH
-from yiyun.knowledge.kb import get_kb
+from yiyun.knowledge.kb import SEVERITIES, get_kb
 from yiyun.knowledge.qa import ask as run_ask
 from yiyun.knowledge.search import KIND_ZH
 from yiyun.knowledge.search import search as run_search
 from yiyun.knowledge.triage import triage as run_triage
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+_UNIT_GAP = re.compile(r"(?<=\d) (?=(?:mmol|μmol|mg|g/|g |U/|mmHg|ng|pg|mIU|mm|mL|cm|kg|CFU|×|%))")
+
+
+def _keep_units(text: Any) -> str:
+    """A number and its unit stay on one line (5.2 mmol/L), with a no-break space."""
+    return _UNIT_GAP.sub("\u00a0", str(text or ""))
+
+
+TEMPLATES.env.filters["keep_units"] = _keep_units
 KIND_PATH = {"disease": "diseases", "symptom": "symptoms", "drug": "drugs", "firstaid": "firstaid",
              "check": "checks", "department": "departments"}
 EDIT_KINDS = {"diseases": "疾病", "symptoms": "症状", "drugs": "药品", "firstaid": "急救", "interactions": "相互作用",
               "departments": "科室"}
-URGENCY_ZH = {"emergency": "急症：请立即拨打120", "urgent": "尽快就医", "routine": "门诊就诊"}
+URGENCY_ZH = {"emergency": "情况危急，请马上呼叫急救", "urgent": "请尽快（今天）就医", "routine": "门诊就诊"}
 PREGNANCY_ZH = drug_service.PREGNANCY_ZH
 
 router = APIRouter(prefix="/knowledge", tags=["knowledge-pages"])
@@ -41,7 +51,18 @@ public = [Depends(rate_limited)]
 
 def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
     ctx.setdefault("title", "医典")
+    ctx.setdefault("section", "encyclopedia")  # which of 医典 / 问答 / 导诊 / 自查 is highlighted
     return TEMPLATES.TemplateResponse(request, f"knowledge/{template}", ctx, status_code=status_code)
+
+
+def not_found(request: Request, message: str, query: str = "") -> HTMLResponse:
+    """A missing entry is a page in the site (with a search box), not a bare JSON error."""
+    return render(request, "message.html", status_code=404, title="没有找到", heading="没有找到这个条目",
+                  message=message, query=query, search=True, back="/knowledge/")
+
+
+WEIGHT_GROUPS = (("very_common", "common"), ("occasional", "rare"))
+PREVALENCE_ORDER = {"very_common": 0, "common": 1, "uncommon": 2, "rare": 3}
 
 
 def _initial(name: str) -> str:
@@ -53,9 +74,25 @@ def _initial(name: str) -> str:
 @router.get("/", response_class=HTMLResponse, dependencies=public)
 def home(request: Request) -> HTMLResponse:
     kb = get_kb()
-    return render(request, "home.html", title="医典 · 健康百科", counts=kb.counts(),
-                  featured=sorted(kb.diseases.values(), key=lambda d: d.prevalence != "very_common")[:12],
+    # (the word people use, the entry): 感冒 rather than 急性上呼吸道感染 on a chip
+    featured: dict[str, str] = {}
+    for word in FEATURED:
+        d = kb.disease(word)
+        if d and d.name not in featured.values():
+            featured[word] = d.name
+    for d in kb.diseases.values():  # fill up with very common diseases
+        if len(featured) >= 16:
+            break
+        if d.prevalence == "very_common" and d.name not in featured.values():
+            featured[d.name] = d.name
+    return render(request, "home.html", title="医典 · 健康百科", counts=kb.counts(), featured=featured,
                   firstaid=list(kb.firstaid.values())[:8])
+
+
+# Diseases most people have heard of (shown on the home page when the data has them).
+FEATURED = ("感冒", "流感", "高血压", "糖尿病", "冠心病", "慢性胃炎", "胃食管反流病", "急性胃肠炎", "哮喘",
+            "慢阻肺", "腰椎间盘突出症", "颈椎病", "痛风", "脂肪肝", "失眠", "抑郁症", "过敏性鼻炎", "湿疹",
+            "尿路感染", "缺铁性贫血")
 
 
 @router.get("/search", response_class=HTMLResponse, dependencies=public)
@@ -74,7 +111,7 @@ def list_page(request: Request, kind: str) -> HTMLResponse:
         "firstaid": list(kb.firstaid), "checks": kb.all_checks(), "departments": list(kb.departments),
     }.get(kind)
     if names is None:
-        raise NotFound("没有这个分类")
+        return not_found(request, "没有这个分类。")
     groups: dict[str, list[str]] = {}
     for n in sorted(names, key=lambda n: "".join(lazy_pinyin(n))):
         groups.setdefault(_initial(n), []).append(n)
@@ -90,10 +127,11 @@ def disease_page(request: Request, name: str) -> HTMLResponse:
     kb = get_kb()
     d = kb.disease(name)
     if d is None:
-        raise NotFound(f"医典中没有「{name}」")
+        return not_found(request, f"医典中没有「{name}」。", name)
     related = [n for n in d.complications if kb.disease(n)]
+    checks = [{"name": c, "info": kb.check(c)} for c in d.checks]
     return render(request, "disease.html", title=d.name, d=d, r=d.raw, kb=kb, weight_zh=WEIGHT_ZH,
-                  related=related)
+                  related=related, checks=checks)
 
 
 @router.get("/symptom/{name}", response_class=HTMLResponse, dependencies=public)
@@ -101,9 +139,19 @@ def symptom_page(request: Request, name: str) -> HTMLResponse:
     kb = get_kb()
     s = kb.symptom(name)
     if s is None:
-        raise NotFound(f"医典中没有症状「{name}」")
-    diseases = kb.diseases_by_symptom.get(s.name, [])
-    return render(request, "symptom.html", title=s.name, s=s, diseases=diseases, weight_zh=WEIGHT_ZH, kb=kb)
+        return not_found(request, f"医典中没有症状「{name}」。", name)
+    # the diseases that often present with it first, common diseases before rare ones
+    listed = sorted(kb.diseases_by_symptom.get(s.name, []),
+                    key=lambda t: (PREVALENCE_ORDER.get(kb.diseases[t[0]].prevalence, 9), t[0]))
+    often = [(n, w) for n, w in listed if w in WEIGHT_GROUPS[0]]
+    sometimes = [(n, w) for n, w in listed if w not in WEIGHT_GROUPS[0]]
+    shown = often[:SYMPTOM_DISEASES_SHOWN] or sometimes[:SYMPTOM_DISEASES_SHOWN]
+    more = [t for t in often + sometimes if t not in shown]
+    return render(request, "symptom.html", title=s.name, s=s, shown=shown, more=more, from_often=bool(often),
+                  total=len(listed), weight_zh=WEIGHT_ZH, kb=kb)
+
+
+SYMPTOM_DISEASES_SHOWN = 12
 
 
 @router.get("/drug/{name}", response_class=HTMLResponse, dependencies=public)
@@ -111,19 +159,26 @@ def drug_page(request: Request, name: str) -> HTMLResponse:
     kb = get_kb()
     g = drug_service.lookup(name, kb)
     if g is None:
-        raise NotFound(f"医典中没有药品「{name}」")
+        return not_found(request, f"医典中没有药品「{name}」。", name)
     related = [it for it in kb.interactions if g.name in it.drugs or set(it.classes) & {g.drug_class, g.allergy_class}]
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    related.sort(key=lambda it: order.get(it.severity, 9))  # the dangerous combinations first
     return render(request, "drug.html", title=g.name, g=g, info=drug_service.drug_info(g), kb=kb,
-                  related=related, used_for=kb.diseases_by_drug.get(g.name, []), pregnancy_zh=PREGNANCY_ZH)
+                  related=related, used_for=kb.diseases_by_drug.get(g.name, []), pregnancy_zh=PREGNANCY_ZH,
+                  severity_zh=drug_service.SEVERITY_ZH)
 
 
 @router.get("/check/{name}", response_class=HTMLResponse, dependencies=public)
 def check_page(request: Request, name: str) -> HTMLResponse:
     kb = get_kb()
-    if name not in kb.diseases_by_check and name not in kb.checks:
-        raise NotFound(f"医典中没有检查「{name}」")
-    return render(request, "check.html", title=name, name=name, info=kb.checks.get(name, {}),
-                  diseases=kb.diseases_by_check.get(name, []))
+    canonical = kb.check_name(name)
+    if canonical not in kb.diseases_by_check and canonical not in kb.checks:
+        return not_found(request, f"医典中没有检查「{name}」。", name)
+    info = kb.checks.get(canonical) or {}
+    diseases = sorted(kb.diseases_by_check.get(canonical, []),
+                      key=lambda n: (PREVALENCE_ORDER.get(kb.diseases[n].prevalence, 9), n))
+    return render(request, "check.html", title=canonical, name=canonical, asked=name, info=info,
+                  diseases=diseases)
 
 
 @router.get("/firstaid/{name}", response_class=HTMLResponse, dependencies=public)
@@ -131,7 +186,7 @@ def firstaid_page(request: Request, name: str) -> HTMLResponse:
     kb = get_kb()
     f = kb.first_aid(name)
     if f is None:
-        raise NotFound(f"医典中没有急救条目「{name}」")
+        return not_found(request, f"医典中没有急救条目「{name}」。", name)
     return render(request, "firstaid.html", title=f.name, f=f)
 
 
@@ -140,7 +195,7 @@ def department_page(request: Request, name: str) -> HTMLResponse:
     kb = get_kb()
     d = kb.department(name)
     if d is None:
-        raise NotFound(f"没有科室「{name}」")
+        return not_found(request, f"没有科室「{name}」。", name)
     diseases = [x.name for x in kb.diseases.values() if d.name in x.departments]
     symptoms = [x.name for x in kb.symptoms.values() if d.name in x.departments]
     return render(request, "department.html", title=d.name, d=d, diseases=diseases, symptoms=symptoms)
@@ -150,7 +205,12 @@ def department_page(request: Request, name: str) -> HTMLResponse:
 def ask_page(request: Request, q: str = "") -> HTMLResponse:
     q = q.strip()[:500]
     result = run_ask(q) if q else None
-    return render(request, "ask.html", title="健康问答", q=q, result=result, kind_path=KIND_PATH)
+    return render(request, "ask.html", title="健康问答", q=q, result=result, kind_path=KIND_PATH, section="ask",
+                  examples=ASK_EXAMPLES)
+
+
+ASK_EXAMPLES = ("高血压吃什么好", "布洛芬和阿司匹林能一起吃吗", "感冒了挂什么科", "胃镜前要注意什么",
+                "糖尿病要做什么检查", "血脂报告怎么看")
 
 
 @router.post("/feedback", response_class=HTMLResponse, dependencies=public)
@@ -162,29 +222,36 @@ async def feedback_form(request: Request, question: str = Form(..., max_length=5
     await repository.add_feedback(conn, question=question, answer=answer or None, intent=intent or None,
                                   entity_kind=entity_kind or None, entity_name=entity_name or None,
                                   verdict=verdict, comment=comment or None)
-    return render(request, "message.html", title="感谢反馈",
-                  message="感谢您的反馈！标记为“有误”的回答会由医生审核修正。", back="/knowledge/ask")
+    return render(request, "message.html", title="感谢反馈", heading="感谢您的反馈", section="ask",
+                  message="标记为“有错误”的回答会由医生审核修正。", back="/knowledge/ask")
 
 
 @router.get("/triage", response_class=HTMLResponse, dependencies=public)
 def triage_page(request: Request, text: str = "", age: str = "", sex: str = "") -> HTMLResponse:
     text = text.strip()[:2000]
     result = None
+    error = None
     if text:
         try:
             age_value = float(age) if age.strip() else None
         except ValueError:
-            raise BadRequest("年龄应为数字") from None
+            age_value, error = None, "年龄请填数字（岁），例如 35；婴儿可填 0.5。"
         if age_value is not None and not 0 <= age_value <= 130:
-            raise BadRequest("年龄超出范围")
-        result = run_triage(text, age=age_value, sex=sex if sex in ("male", "female") else None)
-    return render(request, "triage.html", title="智能导诊", text=text, age=age, sex=sex, result=result,
-                  urgency_zh=URGENCY_ZH)
+            age_value, error = None, "年龄应在 0 到 130 岁之间。"
+        if error is None:
+            result = run_triage(text, age=age_value, sex=sex if sex in ("male", "female") else None)
+    return render(request, "triage.html", status_code=422 if error else 200, title="智能导诊", text=text, age=age,
+                  sex=sex, result=result, error=error, urgency_zh=URGENCY_ZH, section="triage",
+                  examples=TRIAGE_EXAMPLES)
+
+
+TRIAGE_EXAMPLES = ("发烧两天，咳嗽有黄痰", "拉肚子两天了 肚子有点疼", "孩子3岁 半夜咳嗽喘", "腰疼 尿里有血")
 
 
 @router.get("/selfcheck", response_class=HTMLResponse, dependencies=public)
 def selfcheck_page(request: Request) -> HTMLResponse:
-    return render(request, "selfcheck.html", title="疫情自查", plan=selfcheck.questionnaire(), result=None)
+    return render(request, "selfcheck.html", title="疫情自查", plan=selfcheck.questionnaire(), result=None,
+                  section="selfcheck")
 
 
 @router.post("/selfcheck", response_class=HTMLResponse, dependencies=public)
@@ -198,7 +265,8 @@ async def selfcheck_submit(request: Request) -> HTMLResponse:
         else:
             answers[q["id"]] = str(form.get(q["id"]) or "")
     result = selfcheck.evaluate(answers)
-    return render(request, "selfcheck.html", title="疫情自查结果", plan=plan, result=result)
+    return render(request, "selfcheck.html", title="疫情自查结果", plan=plan, result=result, section="selfcheck",
+                  answers=answers)
 
 
 # --- staff: editor, review, history ---------------------------------------------------------
