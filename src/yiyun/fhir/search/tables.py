@@ -55,7 +55,9 @@ idx_token = _table(
     Column("system", _text(URI_LEN), nullable=True),
     Column("code", _text(STRING_LEN), nullable=True),
     Column("text", _text(STRING_LEN), nullable=True),  # normalised display / text, for :text
-    lookups=[("tenant", "res_type", "param", "code", "system")],
+    # rid last: equality on (code, system) then yields rids in order, so the default
+    # rid-ordered page is a merge join that stops after _count rows.
+    lookups=[("tenant", "res_type", "param", "code", "system", "rid")],
 )
 
 idx_reference = _table(
@@ -64,7 +66,7 @@ idx_reference = _table(
     Column("target_id", _text(ID_LEN), nullable=True),
     Column("url", _text(URI_LEN), nullable=True),  # absolute / canonical / urn references; NULL when local
     lookups=[
-        ("tenant", "res_type", "param", "target_id", "target_type"),
+        ("tenant", "res_type", "param", "target_id", "target_type", "rid"),
         ("tenant", "res_type", "param", "url"),
     ],
 )
