@@ -63,8 +63,8 @@ def upgrade() -> None:
     sa.Column('low', sa.Float(precision=53), nullable=False),
     sa.Column('high', sa.Float(precision=53), nullable=False)
     )
-    op.create_index('ix_fhir_idx_date_q0', 'fhir_idx_date', ['tenant', 'res_type', 'param', 'low'], unique=False)
-    op.create_index('ix_fhir_idx_date_q1', 'fhir_idx_date', ['tenant', 'res_type', 'param', 'high'], unique=False)
+    op.create_index('ix_fhir_idx_date_q0', 'fhir_idx_date', ['tenant', 'res_type', 'param', 'low', 'rid'], unique=False)
+    op.create_index('ix_fhir_idx_date_q1', 'fhir_idx_date', ['tenant', 'res_type', 'param', 'high', 'rid'], unique=False)
     op.create_index('ix_fhir_idx_date_rid', 'fhir_idx_date', ['rid', 'param'], unique=False)
     op.create_table('fhir_idx_number',
     sa.Column('rid', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -110,7 +110,7 @@ def upgrade() -> None:
     sa.Column('value', sa.String(length=255).with_variant(sa.String(length=255, collation='C'), 'postgresql'), nullable=False),
     sa.Column('exact', sa.String(length=255).with_variant(sa.String(length=255, collation='C'), 'postgresql'), nullable=False)
     )
-    op.create_index('ix_fhir_idx_string_q0', 'fhir_idx_string', ['tenant', 'res_type', 'param', 'value'], unique=False)
+    op.create_index('ix_fhir_idx_string_q0', 'fhir_idx_string', ['tenant', 'res_type', 'param', 'value', 'rid'], unique=False)
     op.create_index('ix_fhir_idx_string_rid', 'fhir_idx_string', ['rid', 'param'], unique=False)
     op.create_table('fhir_idx_token',
     sa.Column('rid', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),

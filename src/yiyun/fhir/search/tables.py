@@ -47,7 +47,7 @@ idx_string = _table(
     "fhir_idx_string",
     Column("value", _text(STRING_LEN), nullable=False),  # normalised: NFKD, accents stripped, casefolded
     Column("exact", _text(STRING_LEN), nullable=False),  # as written, for :exact
-    lookups=[("tenant", "res_type", "param", "value")],
+    lookups=[("tenant", "res_type", "param", "value", "rid")],  # rid: index-only scans
 )
 
 idx_token = _table(
@@ -75,7 +75,7 @@ idx_date = _table(
     "fhir_idx_date",
     Column("low", Float(53), nullable=False),  # epoch seconds, inclusive
     Column("high", Float(53), nullable=False),  # epoch seconds, exclusive
-    lookups=[("tenant", "res_type", "param", "low"), ("tenant", "res_type", "param", "high")],
+    lookups=[("tenant", "res_type", "param", "low", "rid"), ("tenant", "res_type", "param", "high", "rid")],
 )
 
 idx_number = _table(
