@@ -111,6 +111,29 @@ def test_disease_symptom_and_check_pages_link_each_other(live_server, phone):
     check_page(phone)
     screenshot(phone, "knowledge-check-phone")
 
+    # and its drugs
+    phone.goto(live_server + "/knowledge/disease/原发性高血压")
+    drug = phone.locator("section.drugs .tags a").first
+    name = drug.inner_text()
+    drug.click()
+    phone.wait_for_url(re.compile(r"/knowledge/drug/"))
+    assert phone.locator("h1").inner_text() == name
+    assert phone.locator("h2", has_text="禁忌").count() == 1
+    check_page(phone)
+    screenshot(phone, "knowledge-drug-phone")
+
+
+def test_first_aid_is_one_tap_away(live_server, phone):
+    phone.goto(live_server + "/knowledge/ask")
+    phone.locator("header a", has_text="急救").click()
+    phone.wait_for_url(re.compile(r"/knowledge/list/firstaid"))
+    check_page(phone)
+    phone.locator("main .tags a", has_text="心肺复苏").first.click()
+    phone.wait_for_url(re.compile(r"/knowledge/firstaid/"))
+    assert phone.locator("ol.steps li").count() >= 3
+    check_page(phone)
+    screenshot(phone, "knowledge-firstaid-phone")
+
 
 @pytest.mark.parametrize("question,shot,needle", [
     ("布洛芬和阿司匹林能一起吃吗", "knowledge-ask-interaction-phone", "阿司匹林"),
@@ -128,6 +151,11 @@ def test_ask_a_question_and_see_the_sources(live_server, phone, question, shot, 
     assert phone.locator(".answer .sources").inner_text().startswith("来源")
     check_page(phone)
     screenshot(phone, shot)
+    if shot == "knowledge-ask-food-phone":  # feedback is stored in the migrated database
+        phone.get_by_role("button", name="有帮助").click()
+        phone.wait_for_url(re.compile(r"/knowledge/feedback"))
+        assert "感谢" in phone.locator("h1").inner_text()
+        check_page(phone)
 
 
 def test_triage_a_colloquial_complaint(live_server, phone):

@@ -174,13 +174,16 @@ def _rule_fires(rule: dict, ctx: _RuleContext) -> bool:
                 chars[i] = "#"
         text = "".join(chars)
     groups = rule.get("all") or []
+    onset = rule.get("onset")
     evidence: list[tuple[int, int]] = []
     for group in groups:
-        spans = [span for t in group for span in ctx.term(t, text, blocked)]
+        if onset:  # every matched term counts towards the timing
+            spans = [span for t in group for span in ctx.term(t, text, blocked)]
+        else:  # the first present term is enough
+            spans = next((found for t in group if (found := ctx.term(t, text, blocked))), [])
         if not spans:
             return False
         evidence += spans
-    onset = rule.get("onset")
     if onset and groups:
         # stroke signs are an emergency within the reperfusion windows, or when the timing is
         # unknown; the same signs days old are urgent rather than a call for an ambulance
