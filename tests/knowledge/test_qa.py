@@ -102,3 +102,11 @@ def test_interaction_answer_starts_with_a_verdict(fixture_kb):
 def test_a_check_question_describing_an_emergency_gets_the_emergency(packaged_kb):
     r = ask("血压190 头疼得厉害 看东西模糊", kb=packaged_kb)
     assert r["answer"].startswith("【紧急】")
+
+
+def test_a_result_question_gets_the_reading_not_the_preparation(packaged_kb):
+    r = ask("空腹血糖高怎么办", kb=packaged_kb)
+    assert "结果怎么看" in r["answer"] and "7.0" in r["answer"]
+    r = ask("甲功异常挂什么科", kb=packaged_kb)
+    assert "内分泌科" in r["answer"]
+    assert "一般不需要憋尿" in ask("腹部B超要憋尿吗", kb=packaged_kb)["answer"]

@@ -108,7 +108,7 @@ def ask(question: str, kb: KnowledgeBase | None = None) -> dict[str, Any]:
         return _fill(result, f"{d.name}：{d.description}" if d.description else "", d.raw.get("sources") or [],
                      bool(d.description))
     if kind == "check":
-        return _fill(result, *_answer_check(kb, name, q))
+        return _fill(result, *_answer_check(kb, name, q, intent))
     result["answer"] = UNKNOWN
     return result
 
@@ -192,20 +192,37 @@ def _answer_disease(kb: KnowledgeBase, d, intent: str) -> tuple[str, list[str], 
 
 
 CHECK_PREPARATION = re.compile(r"空腹|憋尿|准备|注意(什么|事项|啥)|之前|前一天|前一晚|能(不能)?(吃|喝)|可以(吃|喝)|要(不要)?(吃|喝)|停药|吃药|多久|几点")
-CHECK_RESULTS = re.compile(r"结果|报告|发现|查出|怎么看|看懂|参考值|正常值|正常范围|偏高|偏低|高了|低了|升高|降低|阳性|阴性|超标|箭头|正常吗|多少算")
+CHECK_RESULTS_FIRST = re.compile(r"高|低|异常|阳性|阴性|超标|大三阳|小三阳|结果|报告|发现|查出")
+CHECK_RESULTS = re.compile(r"高|低|异常|大三阳|小三阳|结果|报告|发现|查出|怎么看|看懂|参考值|正常值|正常范围|偏高|偏低|高了|低了|升高|降低|阳性|阴性|超标|箭头|正常吗|多少算")
 
 
-def _answer_check(kb: KnowledgeBase, name: str, question: str) -> tuple[str, list[str], bool]:
+def _answer_check(kb: KnowledgeBase, name: str, question: str, intent: str = "") -> tuple[str, list[str], bool]:
     """What a check is, how to prepare, how to read it: the part the question asks for."""
     info = kb.checks.get(name) or {}
     users = kb.diseases_by_check.get(name, [])
     if not info:
         text = f"{name}常用于：{_join(users[:10])}。" if users else ""
         return text, [s for u in users[:3] for s in kb.diseases[u].sources], bool(text)
+    if intent == "department":
+        # which clinic sees an abnormal result: the first department of the diseases it serves
+        counts: dict[str, int] = {}
+        for u in users:
+            for dep in kb.diseases[u].departments[:1]:
+                counts[dep] = counts.get(dep, 0) + 1
+        deps = [d for d, _ in sorted(counts.items(), key=lambda kv: -kv[1])[:2]]
+        if deps:
+            text = f"{name}结果异常，一般可就诊{_join(deps)}，请带上化验单或报告。"
+            if info.get("results"):
+                text += f"\n结果怎么看：{info['results']}"
+            return text, list(info.get("sources") or []) + [s for u in users[:2] for s in kb.diseases[u].sources], True
     prep = [str(p) for p in info.get("preparation") or []]
     fasting = info.get("fasting")
-    needs = ("需要空腹。" if fasting else "一般不需要空腹。") + ("需要憋尿。" if info.get("full_bladder") else "")
-    if CHECK_PREPARATION.search(question):
+    # the cues are read in the question without the check's own name (空腹血糖高 asks about a result)
+    for term in sorted([name, *(str(a) for a in info.get("aliases") or [])], key=len, reverse=True):
+        question = question.replace(term, "")
+    needs = ("需要空腹。" if fasting else "一般不需要空腹。") + ("需要憋尿。" if info.get("full_bladder") else
+                                                        "一般不需要憋尿。" if "憋尿" in question else "")
+    if CHECK_PREPARATION.search(question) and not (intent == "department" or CHECK_RESULTS_FIRST.search(question)):
         text = f"{name}：{needs}" + ("\n检查前准备：\n" + "\n".join(f"· {_period(p)}" for p in prep) if prep else "")
     elif CHECK_RESULTS.search(question) and info.get("results"):
         text = f"{name}的结果怎么看：{info['results']}"
