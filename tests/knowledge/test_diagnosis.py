@@ -74,3 +74,12 @@ def test_free_text_and_synonyms(fixture_kb):
     r2 = diagnose(["拉肚子", "肚子疼"], kb=fixture_kb)
     assert names(r2)[0] == "急性胃肠炎"
     assert diagnose(["不存在的症状"], kb=fixture_kb)["unrecognized"] == ["不存在的症状"]
+
+
+def test_a_narrower_finding_counts_as_its_broader_symptom(packaged_kb):
+    # 活动后气促 (exertional breathlessness) supports a disease that lists only 呼吸困难
+    r = diagnose(["活动后气促", "咳嗽", "咳痰"], kb=packaged_kb, top=5)
+    names = [c["disease"] for c in r["candidates"]]
+    assert "慢性阻塞性肺疾病" in names
+    copd = next(c for c in r["candidates"] if c["disease"] == "慢性阻塞性肺疾病")
+    assert "活动后气促" in copd["supporting"]

@@ -4,7 +4,9 @@ score(d) = log prior(prevalence) + log age/sex fit
            + Σ_present log P(s|d) + Σ_absent log (1 − P(s|d))
 with P(s|d) from the entry's symptom weight (very_common 0.8, common 0.45, occasional 0.2,
 rare 0.06, the midpoints of the bands in SCHEMA.md) and a leak of 0.03 for a finding the
-entry does not list (smoothing: a knowledge base never lists everything). Posteriors are
+entry does not list (smoothing: a knowledge base never lists everything). A narrower finding
+(活动后气促) counts as its broader symptom (呼吸困难, lexicon `broader`) for an entry that lists
+only the broader one. Posteriors are
 normalised over every disease with at least one supporting finding; the candidates shown
 are renormalised over the list. `ask_next` ranks unasked findings by expected information
 gain over the top candidates. The result is a suggestion for a doctor, never a diagnosis.
@@ -33,11 +35,24 @@ class _Model:
     log_prior: dict[str, float]
 
 
+def broader_map(kb: KnowledgeBase) -> dict[str, str]:
+    """Narrower symptom → the broader one it is a form of (both defined), from the lexicon."""
+    out = {}
+    for narrow, broad in ((kb.lexicon or {}).get("broader") or {}).items():
+        if str(narrow) in kb.symptoms and str(broad) in kb.symptoms:
+            out[str(narrow)] = str(broad)
+    return out
+
+
 def _model(kb: KnowledgeBase) -> _Model:
     lk: dict[str, dict[str, float]] = {}
     prior: dict[str, float] = {}
+    broader = broader_map(kb)
     for d in kb.diseases.values():
         lk[d.name] = {s.name: LIKELIHOOD.get(s.weight, 0.3) for s in d.symptoms}
+        for narrow, broad in broader.items():
+            if broad in lk[d.name] and narrow not in lk[d.name]:
+                lk[d.name][narrow] = lk[d.name][broad]
         prior[d.name] = math.log(PRIOR.get(d.prevalence, 0.1))
     return _Model(lk, prior)
 
@@ -100,9 +115,10 @@ def diagnose(
     absent_k = [s for s in absent_k if s not in present_k]
     model = kb.cached("diagnosis_model", lambda: _model(kb))
 
+    broader = kb.cached("broader_symptoms", lambda: broader_map(kb))
     candidates = set()
     for s in present_k:
-        for dname, _w in kb.diseases_by_symptom.get(s, []):
+        for dname, _w in kb.diseases_by_symptom.get(s, []) + kb.diseases_by_symptom.get(broader.get(s, ""), []):
             candidates.add(dname)
     scored: list[tuple[float, str, list[dict], list[str], list[str]]] = []
     for dname in candidates:
@@ -120,7 +136,8 @@ def diagnose(
             score += math.log(p)
             if s in lk:
                 supporting.append(s)
-                w = next((x.weight for x in d.symptoms if x.name == s), "common")
+                w = next((x.weight for x in d.symptoms if x.name == s), None) or next(
+                    (x.weight for x in d.symptoms if x.name == broader.get(s)), "common")
                 terms.append({"term": f"有{s}（该病{WEIGHT_ZH.get(w, w)}）", "log_weight": round(math.log(p), 3)})
             else:
                 against.append(f"有{s}（该病通常不出现）")
