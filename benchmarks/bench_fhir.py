@@ -34,6 +34,16 @@ SHARED = Path(os.environ.get("YIYUN_SHARED_DATA", REPO.parent / "shared" / "data
 SYNTHEA = SHARED / "fhir" / "synthea-r4"
 PG_ADMIN = os.environ.get("YIYUN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TENANT = "bench"
+# The server verifies, and this script signs, bearer tokens with one key.
+SECRET = os.environ.setdefault("YIYUN_SECRET_KEY", "bench-signing-key-" + uuid.uuid4().hex)
+
+
+def bearer(tenant: str = TENANT, scope: str = "system/*.cruds", **claims) -> dict[str, str]:
+    sys.path.insert(0, str(REPO / "src"))
+    from yiyun.identity.tokens import issue_access_token
+
+    token, _ = issue_access_token(subject="service:bench", tenant=tenant, scope=scope, minutes=24 * 60, **claims)
+    return {"Authorization": f"Bearer {token}"}
 UUID_RE = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -70,7 +80,7 @@ def drop_database(url: str) -> None:
 class Server:
     def __init__(self, db_url: str, data_dir: Path, port: int = 8765):
         self.env = {**os.environ, "YIYUN_DATABASE_URL": db_url, "YIYUN_DATA_DIR": str(data_dir),
-                    "YIYUN_LOG_LEVEL": "WARNING", "YIYUN_DEFAULT_TENANT": TENANT}
+                    "YIYUN_LOG_LEVEL": "WARNING", "YIYUN_DEFAULT_TENANT": TENANT, "YIYUN_SECRET_KEY": SECRET}
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
 
@@ -302,7 +312,7 @@ async def run_backend(backend: str, sizes: list[int]) -> dict:
     try:
         with Server(db_url, workdir) as server:
             async with httpx.AsyncClient(base_url=server.base, timeout=600,
-                                         headers={"X-Yiyun-Tenant": TENANT}) as client:
+                                         headers=bearer()) as client:
                 bundles = synthea_bundles()
                 started = time.perf_counter()
                 info = [as_upsert(b) for name, b in bundles if "Information" in name]
@@ -340,7 +350,7 @@ def main() -> None:
     results = {"machine": machine_info(), "sizes": sizes, "backends": []}
     for backend in args.backends.split(","):
         results["backends"].append(asyncio.run(run_backend(backend, sizes)))
-        save_results("fhir", results)
+        save_results("fhir" if len(results["backends"]) > 1 or "," in args.backends else f"fhir-{backend}", results)
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -103,17 +103,29 @@ async def engine(db_url):
     await dispose_engines()
 
 
+def auth_headers(tenant: str, scope: str = "system/*.cruds", **claims) -> dict[str, str]:
+    """`Authorization: Bearer …` for a token of `tenant` (signed with the current settings' key)."""
+    from yiyun.identity.tokens import issue_access_token
+
+    claims.setdefault("subject", "service:tests")
+    token, _ = issue_access_token(tenant=tenant, scope=scope, **claims)
+    return {"Authorization": f"Bearer {token}"}
+
+
 @pytest_asyncio.fixture
 async def client(engine, tenant):
-    """An HTTP client bound to the ASGI app, speaking as `tenant`."""
+    """An HTTP client bound to the ASGI app, speaking as a backend service of `tenant`
+    (a bearer token with `system/*.cruds`)."""
     from yiyun.app import create_app
 
     app = create_app()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
-        transport=transport, base_url="http://testserver", headers={"X-Yiyun-Tenant": tenant}
+        transport=transport, base_url="http://testserver", headers=auth_headers(tenant)
     ) as c:
+        c.app = app
         yield c
+        await app.state.policy.recorder.close()  # what the lifespan does at shutdown
 
 
 @pytest_asyncio.fixture

@@ -13,9 +13,14 @@ from yiyun.core.db import dispose_engines
 from yiyun.core.errors import YiyunError
 from yiyun.core.logging import configure_logging, get_logger
 from yiyun.core.settings import get_settings
+from yiyun.fhir import api as fhir_api
 from yiyun.fhir import operations as _fhir_operations  # noqa: F401  (registers $validate, $export)
+from yiyun.fhir.access import install_policy
 from yiyun.fhir.api import BASE_PATH, FHIR_JSON, fhir_error_response, internal_error_outcome
 from yiyun.fhir.api import router as fhir_api_router
+from yiyun.identity.auth import fhir_request_context
+from yiyun.identity.policy import AuthorizationPolicy
+from yiyun.identity.smart import router as smart_router
 from yiyun.web.health import router as health_router
 from yiyun.web.middleware import RequestLogMiddleware
 from yiyun.web.pages import router as web_router
@@ -26,7 +31,17 @@ log = get_logger("yiyun.http")
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     yield
+    await app.state.policy.recorder.close()  # buffered audit entries of reads, before the engines go
     await dispose_engines()
+
+
+def install_access_control(app: FastAPI) -> AuthorizationPolicy:
+    """Every FHIR request is authenticated by its bearer token and decided by one policy."""
+    policy = AuthorizationPolicy()
+    install_policy(policy)
+    fhir_api.context_provider = fhir_request_context
+    app.state.policy = policy
+    return policy
 
 
 def _module_routers() -> tuple[list, set[str]]:
@@ -70,7 +85,9 @@ def create_app() -> FastAPI:
             headers=exc.headers,
         )
 
+    install_access_control(app)
     app.include_router(health_router)
+    app.include_router(smart_router)  # before the FHIR catch-all route
     app.include_router(fhir_api_router)
     routers, portal_links = _module_routers()
     for r in routers:

@@ -26,6 +26,14 @@ from yiyun.knowledge.cli import app as knowledge_app  # noqa: E402
 
 app.add_typer(knowledge_app, name="knowledge", help="Medical knowledge: triage, diagnosis, Q&A, drugs.")
 
+from yiyun.identity.cli import audit_app  # noqa: E402
+from yiyun.identity.commands import tenant_app, token_app, user_app  # noqa: E402
+
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+app.add_typer(audit_app, name="audit")
+
 
 @app.command()
 def serve(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import auth_headers
+
 FHIR = "/fhir/R4"
 
 
@@ -21,7 +23,7 @@ async def test_demo_loads_once_and_is_searchable(engine, client):
 
     hospital = expected.tenants[0].slug
     patients = [r for t, r in expected.resources if t == hospital and r["resourceType"] == "Patient"]
-    headers = {"X-Yiyun-Tenant": hospital}
+    headers = auth_headers(hospital)
     total = (await client.get(f"{FHIR}/Patient", params={"_summary": "count"}, headers=headers)).json()["total"]
     assert total == len(patients)
     p = patients[0]

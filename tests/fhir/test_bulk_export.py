@@ -47,7 +47,7 @@ async def test_system_export_with_type_filter(client):
     await _seed(client)
     manifest = await _run_export(client, f"{FHIR}/$export", {"_type": "Patient,Observation"})
     assert {o["type"] for o in manifest["output"]} == {"Patient", "Observation"}
-    assert manifest["requiresAccessToken"] is False and manifest["transactionTime"]
+    assert manifest["requiresAccessToken"] is True and manifest["transactionTime"]
     assert len(await _lines(client, manifest, "Observation")) == 5
 
 

@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, auth_headers
 
 
 def _free_port() -> int:
@@ -21,8 +21,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+SECRET = "fhirpy-test-signing-key-" + uuid.uuid4().hex
+
+
 @pytest.fixture
-def server(db_url, tmp_path):
+def server(db_url, tmp_path, monkeypatch):
+    from yiyun.core.settings import get_settings
+
+    # the server and this test sign and verify tokens with the same key
+    monkeypatch.setenv("YIYUN_SECRET_KEY", SECRET)
+    get_settings.cache_clear()
     port = _free_port()
     env = {**os.environ, "YIYUN_DATABASE_URL": db_url, "YIYUN_DATA_DIR": str(tmp_path), "YIYUN_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen(
@@ -49,7 +57,7 @@ def test_fhirpy_drives_create_search_include_transaction_history(server):
     from fhirpy import SyncFHIRClient
 
     tenant = f"t-{uuid.uuid4().hex[:8]}"
-    client = SyncFHIRClient(f"{server}/fhir/R4", extra_headers={"X-Yiyun-Tenant": tenant})
+    client = SyncFHIRClient(f"{server}/fhir/R4", extra_headers=auth_headers(tenant))
     org = client.resource("Organization", name="市第一人民医院")
     org.save()
     for n in range(7):

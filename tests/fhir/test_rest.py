@@ -9,6 +9,7 @@ import asyncio
 import json
 
 import pytest
+from tests.conftest import auth_headers
 
 FHIR = "/fhir/R4"
 
@@ -196,11 +197,10 @@ async def test_capability_statement_is_truthful(client):
 
 async def test_tenants_are_isolated(client, tenant):
     p = await create(client, patient())
-    other = await client.get(f"{FHIR}/Patient/{p['id']}", headers={"X-Yiyun-Tenant": tenant + "-other"})
+    elsewhere = auth_headers(tenant + "-other")
+    other = await client.get(f"{FHIR}/Patient/{p['id']}", headers=elsewhere)
     assert other.status_code == 404
-    put = await client.put(
-        f"{FHIR}/Patient/{p['id']}", json={**p, "gender": "female"}, headers={"X-Yiyun-Tenant": tenant + "-other"}
-    )
+    put = await client.put(f"{FHIR}/Patient/{p['id']}", json={**p, "gender": "female"}, headers=elsewhere)
     assert put.status_code == 201  # a separate resource in the other tenant
     assert (await client.get(f"{FHIR}/Patient/{p['id']}")).json()["gender"] == "male"
 

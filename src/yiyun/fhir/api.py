@@ -7,6 +7,7 @@ returns, rolled back on any error.
 
 from __future__ import annotations
 
+from typing import Callable
 from urllib.parse import parse_qsl
 
 import orjson
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from yiyun.core.db import get_engine, unit_of_work
-from yiyun.core.errors import BadRequest, TooLarge, YiyunError, operation_outcome, Issue
+from yiyun.core.errors import BadRequest, TooLarge, Unauthorized, YiyunError, operation_outcome, Issue
 from yiyun.core.settings import get_settings
 from yiyun.fhir.model import RequestContext
 from yiyun.fhir.repository import FhirRepository
@@ -27,16 +28,34 @@ router = APIRouter()
 fhir_router = FhirRouter()
 
 
-def request_context(request: Request) -> RequestContext:
-    """Who is asking. Until sign-in exists the tenant comes from a development header."""
-    settings = get_settings()
-    tenant = request.headers.get(settings.tenant_header) or settings.default_tenant
+def refuse_anonymous(request: Request, base_url: str) -> RequestContext:
+    """The context provider until the composition root installs one: nobody gets in."""
+    raise Unauthorized("需要登录 (authentication required)", headers={"WWW-Authenticate": 'Bearer realm="yiyun"'})
+
+
+# Who is asking: set by the composition root (`yiyun.app`) to the identity module's
+# bearer-token check. The FHIR layer itself knows nothing of tokens.
+context_provider: Callable[[Request, str], RequestContext] = refuse_anonymous
+
+# Interactions anyone may call (https://hl7.org/fhir/smart-app-launch/conformance.html:
+# the CapabilityStatement is readable without a token).
+PUBLIC = {("GET", "metadata"), ("HEAD", "metadata")}
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + BASE_PATH
+
+
+def request_context(request: Request, path: str = "") -> RequestContext:
+    """Who is asking: the installed provider, or nobody for the public interactions."""
     ctx = getattr(request.state, "fhir_context", None)
     if ctx is not None:
         return ctx
-    base = str(request.base_url).rstrip("/") + BASE_PATH
-    client = request.client.host if request.client else None
-    return RequestContext(tenant=tenant[:64], base_url=base, client_address=client)
+    if (request.method, path.strip("/")) in PUBLIC:
+        client = request.client.host if request.client else None
+        return RequestContext(tenant=get_settings().default_tenant, subject="anonymous", base_url=base_url(request),
+                              client_address=client)
+    return context_provider(request, base_url(request))
 
 
 def fhir_error_response(err: YiyunError) -> Response:
@@ -95,16 +114,19 @@ def to_http(resp: FhirResponse, pretty: bool = False) -> Response:
 )
 async def fhir_endpoint(path: str, request: Request) -> Response:
     try:
+        ctx = request_context(request, path)
         _check_format(request)
         body, form = await _read_body(request)
         params = parse_qsl(request.url.query, keep_blank_values=True) + form
         headers = {k.lower(): v for k, v in request.headers.items()}
         freq = FhirRequest(request.method, path, params, headers, body)
-        ctx = request_context(request)
         write = request.method not in ("GET", "HEAD")
         async with unit_of_work(get_engine(), write=write) as conn:
             repo = FhirRepository(conn, ctx, validate=get_settings().validate_on_write)
             resp = await fhir_router.handle(freq, repo)
+            flush = getattr(repo.policy, "flush", None)
+            if flush is not None:
+                await flush()  # audit entries of the writes commit with them
         for start in repo.after_commit:
             start()
         return to_http(resp, pretty=request.query_params.get("_pretty") == "true")

@@ -107,13 +107,19 @@ async def write_ndjson(
     types: Iterable[str] | None = None,
     since_us: int | None = None,
     group_id: str | None = None,
+    patients: list[str] | None = None,
     on_progress=None,
 ) -> list[dict]:
-    """Write one NDJSON file per type with at least one resource; returns [{type, file, count}]."""
+    """Write one NDJSON file per type with at least one resource; returns [{type, file, count}].
+
+    `patients` limits a patient-level export to those patients' compartments (the access
+    policy sets it for a patient-scoped token); with a group, to its members among them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs: list[dict] = []
     async with unit_of_work(engine, write=False) as conn:
-        patients = await _member_ids(conn, tenant, group_id) if group_id else None
+        if group_id:
+            members = await _member_ids(conn, tenant, group_id)
+            patients = members if patients is None else [p for p in members if p in set(patients)]
         for res_type in export_types(level, list(types) if types else None):
             count = await _write_type(conn, tenant, res_type, level, since_us, patients, out_dir)
             if count:
@@ -172,6 +178,7 @@ async def run_export_job(engine: AsyncEngine, job_id: str, base_url: str) -> Non
             types=params.get("types"),
             since_us=params.get("since_us"),
             group_id=params.get("group_id"),
+            patients=params.get("patients"),
             on_progress=progress,
         )
     except Exception as exc:  # recorded on the job: the poller reports it as an OperationOutcome
@@ -181,7 +188,8 @@ async def run_export_job(engine: AsyncEngine, job_id: str, base_url: str) -> Non
     manifest = {
         "transactionTime": instant_from_us(job.transaction_ts),
         "request": job.request_url,
-        "requiresAccessToken": False,
+        # the files are served under the FHIR base, which requires the bearer token
+        "requiresAccessToken": True,
         "output": [
             {"type": o["type"], "url": f"{base_url}/$export-file?_jobId={job_id}&_file={o['file']}", "count": o["count"]}
             for o in outputs
@@ -234,7 +242,10 @@ async def kickoff(router, req, repo, res_type, res_id) -> FhirResponse:
     if res_type == "Group":
         await repo.read("Group", res_id)  # 404 when the group does not exist or is not visible
         params["group_id"] = res_id
-    await repo.policy.check(repo.ctx, "export", res_type, res_id, None)
+    # The policy may narrow `params` to what the caller may read and search: `types`, and
+    # for a patient-scoped token `level` and `patients` (that patient's compartment only).
+    await repo.policy.check(repo.ctx, "export", res_type, res_id, params)
+    params["owner"] = repo.ctx.subject
     job_id = uuid.uuid4().hex
     base = repo.ctx.base_url
     path = "/".join(p for p in (base, res_type, res_id, "$export") if p)
@@ -264,7 +275,9 @@ async def _job(repo, req):
             select(export_job).where(export_job.c.job_id == job_id, export_job.c.tenant == repo.ctx.tenant)
         )
     ).first()
-    if row is None:
+    owner = orjson.loads(row.params).get("owner") if row is not None else None
+    if row is None or (owner is not None and owner != repo.ctx.subject):
+        # another caller's export is as invisible as a missing one
         raise NotFound(f"未找到导出任务 {job_id!r} (export job not found)")
     return row
 

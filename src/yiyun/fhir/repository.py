@@ -127,7 +127,10 @@ class FhirRepository:
     ) -> None:
         self.conn = conn
         self.ctx = ctx
-        self.policy = policy or current_policy()
+        policy = policy or current_policy()
+        # A policy that audits inside the caller's transaction binds to this unit of work.
+        bind = getattr(policy, "bind", None)
+        self.policy = bind(conn) if bind is not None else policy
         self.validate = validate
         self._sqlite = is_sqlite(conn.engine)
         # Work to start only once the unit of work has committed (e.g. an export job).
@@ -255,6 +258,10 @@ class FhirRepository:
             if current is None or not self.policy.can_see(self.ctx, current):
                 raise NotFound(f"未找到资源 {res_type}/{res_id} (resource not found)")
             stmt = stmt.where(version_t.c.rid == current.rid)
+        hook = self.policy.search_filter(self.ctx, version_t, res_type)
+        if hook is not None:
+            # filtered in SQL, not only row by row below, so a page is never cut short
+            stmt = stmt.where(hook)
         if since_us is not None:
             stmt = stmt.where(version_t.c.ts >= since_us)
         if before is not None:
@@ -313,11 +320,12 @@ class FhirRepository:
                 f"资源中的 id {resource.get('id')!r} 与地址中的 id {res_id!r} 不一致 (id in body must match the URL)",
                 expression=[f"{res_type}.id"],
             )
+        # the caller's right to the interaction first (403), then whether it sees the resource (404)
+        await self.policy.check(self.ctx, "update", res_type, res_id, resource)
         existing = await self._current(res_type, res_id, lock=True)
         if existing is not None and not self.policy.can_see(self.ctx, existing):
             raise NotFound(f"未找到资源 {res_type}/{res_id} (resource not found)")
         self._check_version(existing, if_match)
-        await self.policy.check(self.ctx, "update", res_type, res_id, resource)
         self._prepare(resource, res_type)
         plan = PlannedWrite(res_type, res_id, "PUT", resource, existing)
         await self._persist([plan])
@@ -352,7 +360,14 @@ class FhirRepository:
     async def patch(
         self, res_type: str, res_id: str, operations: Any, *, if_match: int | None = None
     ) -> WriteResult:
-        current = await self.read(res_type, res_id)
+        # a patch needs the update permission only: reading the current version is part of it
+        self._check_type(res_type)
+        await self.policy.check(self.ctx, "patch", res_type, res_id, None)
+        current = await self._current(res_type, res_id) if is_valid_id(res_id) else None
+        if current is None or not self.policy.can_see(self.ctx, current):
+            raise NotFound(f"未找到资源 {res_type}/{res_id} (resource not found)")
+        if current.deleted:
+            raise Gone(f"资源 {res_type}/{res_id} 已删除 (resource deleted)")
         self._check_version(current, if_match)
         patched = apply_patch(current.resource, operations)
         if patched.get("resourceType") != res_type or patched.get("id") != res_id:
@@ -363,11 +378,11 @@ class FhirRepository:
         """DELETE: a tombstone version; deleting a missing or deleted resource succeeds (idempotent)."""
         self._check_type(res_type)
         self._check_id(res_id)
+        await self.policy.check(self.ctx, "delete", res_type, res_id, None)
         existing = await self._current(res_type, res_id, lock=True)
         if existing is None or existing.deleted or not self.policy.can_see(self.ctx, existing):
             return None
         self._check_version(existing, if_match)
-        await self.policy.check(self.ctx, "delete", res_type, res_id, None)
         plan = PlannedWrite(res_type, res_id, "DELETE", None, existing)
         await self._persist([plan])
         await self.policy.record(self.ctx, "delete", res_type, res_id, "ok")
@@ -503,9 +518,16 @@ class FhirRepository:
             action = "delete" if plan.resource is None else ("update" if plan.existing else "create")
             await self.policy.check(self.ctx, action, plan.res_type, plan.res_id, plan.resource)
         await self._persist(plans)
-        for plan in plans:
-            action = "delete" if plan.resource is None else ("update" if plan.existing else "create")
-            await self.policy.record(self.ctx, action, plan.res_type, plan.res_id, "ok")
+        events = [
+            ("delete" if p.resource is None else ("update" if p.existing else "create"), p.res_type, p.res_id, "ok")
+            for p in plans
+        ]
+        record_batch = getattr(self.policy, "record_batch", None)
+        if record_batch is not None:
+            await record_batch(self.ctx, events)
+            return
+        for action, res_type, res_id, outcome in events:
+            await self.policy.record(self.ctx, action, res_type, res_id, outcome)
 
     async def current_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], StoredResource]:
         keys = list(dict.fromkeys(keys))

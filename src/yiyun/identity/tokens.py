@@ -36,16 +36,20 @@ class TokenClaims:
     expires: int
     token_id: str
     fhir_user: str | None = None
+    # SMART launch context: the patient whose compartment `patient/` scopes are limited to
+    # (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html#launch-context-arriving-with-your-access_token)
+    patient: str | None = None
 
 
 def issue_access_token(
     *, subject: str, tenant: str, scope: str, roles: tuple[str, ...] = (), minutes: int | None = None,
-    fhir_user: str | None = None, audience: str | None = None,
+    fhir_user: str | None = None, audience: str | None = None, patient: str | None = None,
 ) -> tuple[str, TokenClaims]:
     settings = get_settings()
     now = int(time.time())
     lifetime = 60 * (minutes if minutes is not None else settings.access_token_minutes)
-    claims = TokenClaims(subject, tenant, tuple(roles), normalise(scope), now + lifetime, uuid.uuid4().hex, fhir_user)
+    claims = TokenClaims(subject, tenant, tuple(roles), normalise(scope), now + lifetime, uuid.uuid4().hex, fhir_user,
+                         patient)
     payload = {
         "iss": ISSUER,
         "sub": subject,
@@ -59,6 +63,8 @@ def issue_access_token(
     }
     if fhir_user:
         payload["fhirUser"] = fhir_user
+    if patient:
+        payload["patient"] = patient
     token = jwt.encode({"alg": "HS256", "typ": "JWT"}, payload, _key())
     return token, claims
 
@@ -75,7 +81,7 @@ def verify_access_token(token: str) -> TokenClaims:
         return TokenClaims(
             subject=str(claims["sub"]), tenant=str(claims["tenant"]), roles=tuple(claims.get("roles") or ()),
             scope=str(claims.get("scope", "")), expires=int(claims["exp"]), token_id=str(claims.get("jti", "")),
-            fhir_user=claims.get("fhirUser"),
+            fhir_user=claims.get("fhirUser"), patient=str(claims["patient"]) if claims.get("patient") else None,
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise Unauthorized("访问令牌内容不完整 (incomplete access token)") from exc
