@@ -14,10 +14,11 @@ def declared_metadata() -> MetaData:
     import yiyun.fhir.search.tables  # noqa: F401  (index tables on the FHIR metadata)
     from yiyun.fhir.tables import metadata as fhir_md
     from yiyun.identity.audit_tables import metadata as audit_md
+    from yiyun.identity.tables import metadata as identity_md
     from yiyun.knowledge.models import metadata as knowledge_md
 
     combined = MetaData()
-    for md in (fhir_md, knowledge_md, audit_md):
+    for md in (fhir_md, knowledge_md, audit_md, identity_md):
         for table in md.tables.values():
             table.to_metadata(combined)
     return combined

@@ -195,11 +195,17 @@ async def _lock_head(conn: AsyncConnection, tenant: str, ts: int) -> tuple[int, 
         lock = lock.with_for_update()
     head = (await conn.execute(lock)).first()
     if head is None:
-        last = (await conn.execute(select(func.max(audit_log.c.seq)).where(audit_log.c.tenant == tenant))).scalar()
-        if last is not None:
-            raise AuditChainError(f"the audit chain of tenant {tenant!r} has entries but no head: run `yiyun audit verify`")
+        # Create the head (a no-op when a concurrent transaction just did), lock it, and only
+        # then look for orphaned entries: checking before the lock races with a first append
+        # committing in between.
         await conn.execute(_insert_head(conn, tenant, ts))
         head = (await conn.execute(lock)).first()
+        if int(head.seq) == 0:
+            last = (await conn.execute(select(func.max(audit_log.c.seq)).where(audit_log.c.tenant == tenant))).scalar()
+            if last is not None:
+                raise AuditChainError(
+                    f"the audit chain of tenant {tenant!r} has entries but no head: run `yiyun audit verify`"
+                )
     return int(head.seq), head.hash
 
 
