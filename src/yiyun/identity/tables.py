@@ -3,7 +3,7 @@ ordinary tables (DESIGN.md: "credentials and sessions" live outside the FHIR sto
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, String, Table, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, String, Table
 
 metadata = MetaData()
 
@@ -39,5 +39,4 @@ membership = Table(
     Column("account_id", String(36), primary_key=True),
     Column("tenant", String(64), primary_key=True),
     Column("roles", String(300), nullable=False),  # comma-separated role codes
-    UniqueConstraint("account_id", "tenant", name="uq_identity_membership"),
 )
