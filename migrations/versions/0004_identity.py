@@ -44,7 +44,6 @@ def upgrade() -> None:
         sa.Column("tenant", sa.String(64), nullable=False),
         sa.Column("roles", sa.String(300), nullable=False),
         sa.PrimaryKeyConstraint("account_id", "tenant"),
-        sa.UniqueConstraint("account_id", "tenant", name="uq_identity_membership"),
     )
 
 
