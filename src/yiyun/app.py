@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from yiyun import __version__
 from yiyun.core.db import dispose_engines
-from yiyun.core.errors import YiyunError
+from yiyun.core.errors import Forbidden, YiyunError
 from yiyun.core.logging import configure_logging, get_logger
 from yiyun.core.settings import get_settings
 from yiyun.fhir import api as fhir_api
@@ -44,12 +44,35 @@ def install_access_control(app: FastAPI) -> AuthorizationPolicy:
     return policy
 
 
+# Roles that may edit and review medical knowledge (clinical and administrative staff).
+KNOWLEDGE_EDITOR_ROLES = frozenset({"doctor", "nurse", "pharmacist", "admin"})
+
+
+async def knowledge_staff(request: Request):
+    """The knowledge editor's staff check, backed by signed-in identity (never headers)."""
+    from yiyun.identity.auth import require_subject
+    from yiyun.knowledge.deps import Staff
+
+    ctx = await require_subject(request)
+    if not KNOWLEDGE_EDITOR_ROLES.intersection(ctx.roles):
+        raise Forbidden("仅限医务人员使用 (clinical staff only)")
+    return Staff(name=ctx.subject)
+
+
 def _module_routers() -> tuple[list, set[str]]:
     """Routers of the domain modules, and the portal pages they serve."""
     from yiyun.knowledge.api import router as knowledge_api
     from yiyun.knowledge.pages import router as knowledge_pages
 
     return [knowledge_api, knowledge_pages], {"/knowledge"}
+
+
+def install_staff_check(app: FastAPI) -> None:
+    """The knowledge editor's own staff check reads development headers; in the platform it
+    is replaced, for this app only, by one backed by signed-in identity."""
+    from yiyun.knowledge.deps import require_staff
+
+    app.dependency_overrides[require_staff] = knowledge_staff
 
 
 def create_app() -> FastAPI:
@@ -93,5 +116,6 @@ def create_app() -> FastAPI:
     for r in routers:
         app.include_router(r)
     app.state.portal_links = portal_links
+    install_staff_check(app)
     app.include_router(web_router)
     return app
