@@ -11,13 +11,18 @@ FHIR = "/fhir/R4"
 
 @pytest.mark.slow
 async def test_demo_loads_once_and_is_searchable(engine, client):
+    from yiyun.core.db import unit_of_work
     from yiyun.demo import generate_demo
     from yiyun.demo.load import load_demo
+    from yiyun.identity.accounts import list_tenants
 
     first = await load_demo(engine, seed=20240601, if_empty=True)
     assert first["status"] == "loaded"
     expected = generate_demo(20240601)
     assert first["resources"] == len(expected.resources)
+    async with unit_of_work(engine, write=False) as conn:
+        slugs = {t.slug for t in await list_tenants(conn)}
+    assert {t.slug for t in expected.tenants} <= slugs
     again = await load_demo(engine, seed=20240601, if_empty=True)
     assert again["status"] == "already-loaded"
 

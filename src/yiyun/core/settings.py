@@ -17,7 +17,6 @@ class Settings(BaseSettings):
     base_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL used in links.")
     max_body_bytes: int = Field(default=32 * 1024 * 1024, description="Largest request body accepted.")
     default_tenant: str = Field(default="default", description="Tenant used when a request names none.")
-    tenant_header: str = Field(default="X-Yiyun-Tenant", description="Development-only header naming the tenant.")
     page_size_default: int = 50
     page_size_max: int = 1000
     locale: str = "zh_CN"

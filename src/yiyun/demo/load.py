@@ -30,6 +30,19 @@ async def _already_loaded(engine: AsyncEngine, tenant: str, organization_id: str
     return row is not None
 
 
+async def _register_tenants(engine: AsyncEngine, tenants) -> None:
+    """The demo organisations become tenants, so tokens can be issued for them."""
+    from yiyun.core.errors import Conflict
+    from yiyun.identity.accounts import create_tenant
+
+    async with unit_of_work(engine) as conn:
+        for t in tenants:
+            try:
+                await create_tenant(conn, t.slug, name=t.name, kind=t.kind)
+            except Conflict:
+                pass
+
+
 async def load_demo(engine: AsyncEngine, *, seed: int, if_empty: bool) -> dict:
     from yiyun.demo import generate_demo
 
@@ -38,6 +51,7 @@ async def load_demo(engine: AsyncEngine, *, seed: int, if_empty: bool) -> dict:
     first = data.tenants[0]
     if if_empty and await _already_loaded(engine, first.slug, first.organization_id):
         return {"status": "already-loaded", "tenants": [t.slug for t in data.tenants]}
+    await _register_tenants(engine, data.tenants)
     base = get_settings().base_url.rstrip("/") + "/fhir/R4"
     by_tenant: dict[str, list[dict]] = {}
     for tenant, resource in data.resources:
