@@ -34,6 +34,21 @@ class StoredResource:
     method: str = ""
     _parsed: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
+    @classmethod
+    def from_row(cls, row: Any, method: str = "") -> "StoredResource":
+        """From a `fhir_resource` or `fhir_resource_version` row."""
+        return cls(
+            rid=row.rid,
+            tenant=row.tenant,
+            res_type=row.res_type,
+            res_id=row.res_id,
+            version_id=row.version_id,
+            ts=row.ts,
+            deleted=bool(row.deleted),
+            content=bytes(row.content),
+            method=method or getattr(row, "method", "") or "",
+        )
+
     @property
     def resource(self) -> dict[str, Any]:
         if self._parsed is None:

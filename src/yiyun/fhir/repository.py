@@ -53,17 +53,7 @@ _COLUMNS = (
 
 
 def stored_from_row(row: Any, method: str = "") -> StoredResource:
-    return StoredResource(
-        rid=row.rid,
-        tenant=row.tenant,
-        res_type=row.res_type,
-        res_id=row.res_id,
-        version_id=row.version_id,
-        ts=row.ts,
-        deleted=bool(row.deleted),
-        content=bytes(row.content),
-        method=method or getattr(row, "method", "") or "",
-    )
+    return StoredResource.from_row(row, method)
 
 
 @dataclass

@@ -66,19 +66,6 @@ class _Include:
 _COLUMNS = ("rid", "tenant", "res_type", "res_id", "version_id", "ts", "deleted", "content")
 
 
-def _stored(row) -> StoredResource:
-    return StoredResource(
-        rid=row.rid,
-        tenant=row.tenant,
-        res_type=row.res_type,
-        res_id=row.res_id,
-        version_id=row.version_id,
-        ts=row.ts,
-        deleted=row.deleted,
-        content=row.content,
-    )
-
-
 def _check_text(key, value) -> None:
     if not isinstance(key, str) or not isinstance(value, str):
         raise SearchError("Search parameters must be text")
@@ -275,7 +262,7 @@ async def search(
         q = q.order_by(r.c.rid)
     rows = (await conn.execute(q.limit(count + 1))).all()
     more = len(rows) > count
-    matches = [_stored(row) for row in rows[:count]]
+    matches = [StoredResource.from_row(row) for row in rows[:count]]
 
     base = [(k, v) for k, v in self_params if k not in ("_cursor", "_offset")]
     next_params = prev_params = None
@@ -323,7 +310,7 @@ async def _load(conn, qc: QueryContext, by_type: dict[str, set[str]] | None = No
                 cond.append(h)
             for chunk in _chunks(sorted(ids)):
                 q = select(*[r.c[c] for c in _COLUMNS]).where(*base, *cond, r.c.res_id.in_(chunk))
-                out.extend(_stored(x) for x in (await conn.execute(q)).all())
+                out.extend(StoredResource.from_row(x) for x in (await conn.execute(q)).all())
     if rids:
         typed = (
             await conn.execute(select(r.c.rid, r.c.res_type).where(*base, r.c.rid.in_(rids)))
@@ -338,7 +325,7 @@ async def _load(conn, qc: QueryContext, by_type: dict[str, set[str]] | None = No
                 cond.append(h)
             for chunk in _chunks(ids):
                 q = select(*[r.c[c] for c in _COLUMNS]).where(*base, *cond, r.c.rid.in_(chunk))
-                out.extend(_stored(x) for x in (await conn.execute(q)).all())
+                out.extend(StoredResource.from_row(x) for x in (await conn.execute(q)).all())
     return out
 
 
