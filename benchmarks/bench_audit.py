@@ -19,42 +19,20 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, save_results  # noqa: E402
+from common import drop_database, machine_info, new_database, save_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("YIYUN_SHARED_DATA", REPO.parent / "shared" / "data"))
-PG_ADMIN = os.environ.get("YIYUN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("YIYUN_AUDIT_KEYS", "bench:" + base64.b64encode(b"b" * 32).decode())
 os.environ.setdefault("YIYUN_ENCRYPTION_KEYS", "bench:" + base64.b64encode(b"e" * 32).decode())
 os.environ.setdefault("YIYUN_LOG_LEVEL", "WARNING")
 
 
-def new_database(backend: str, workdir: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{workdir / 'audit-bench.db'}"
-    from sqlalchemy import create_engine, text
-
-    name = f"yiyun_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
-def drop_database(url: str) -> None:
-    if not url.startswith("postgresql"):
-        return
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def entry(tenant: str, i: int):
@@ -164,7 +142,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
             try:
-                url = new_database(backend, Path(tmp))
+                url = new_database(backend, Path(tmp), "audit")
             except Exception as exc:  # no server here
                 print(f"{backend}: skipped ({exc.__class__.__name__})")
                 results["backends"][backend] = {"skipped": str(exc)[:200]}

@@ -26,11 +26,10 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, save_results  # noqa: E402
+from common import drop_database, machine_info, new_database, save_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-PG_ADMIN = os.environ.get("YIYUN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TENANT = "bench-authz"
 
 
@@ -39,27 +38,8 @@ def pct(values: list[float], p: float) -> float:
     return round(values[min(len(values) - 1, int(len(values) * p))], 3)
 
 
-def new_database(backend: str, workdir: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{workdir / 'authz.db'}"
-    from sqlalchemy import create_engine, text
-
-    name = f"yiyun_authz_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
-def drop_database(url: str) -> None:
-    if url.startswith("postgresql"):
-        from sqlalchemy import create_engine, text
-
-        admin = create_engine(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-        admin.dispose()
 
 
 async def seed(engine, patients: int) -> tuple[list[str], list[str]]:
@@ -124,7 +104,7 @@ async def run_backend(backend: str, n: int, patients: int) -> dict:
     from yiyun.identity.tokens import issue_access_token
 
     workdir = Path(tempfile.mkdtemp(prefix=f"yiyun-authz-{backend}-"))
-    url = new_database(backend, workdir)
+    url = new_database(backend, workdir, "authz")
     os.environ.update(YIYUN_DATABASE_URL=url, YIYUN_DATA_DIR=str(workdir), YIYUN_LOG_LEVEL="WARNING")
     get_settings.cache_clear()
     try:

@@ -27,12 +27,11 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, save_results  # noqa: E402
+from common import drop_database, machine_info, new_database, save_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("YIYUN_SHARED_DATA", REPO.parent / "shared" / "data"))
 SYNTHEA = SHARED / "fhir" / "synthea-r4"
-PG_ADMIN = os.environ.get("YIYUN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TENANT = "bench"
 # The server verifies, and this script signs, bearer tokens with one key.
 SECRET = os.environ.setdefault("YIYUN_SECRET_KEY", "bench-signing-key-" + uuid.uuid4().hex)
@@ -53,28 +52,8 @@ def pct(values: list[float], p: float) -> float:
 
 
 # ------------------------------------------------------------------ databases
-def new_database(backend: str, workdir: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{workdir / 'bench.db'}"
-    from sqlalchemy import create_engine, text
-
-    name = f"yiyun_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
-def drop_database(url: str) -> None:
-    if not url.startswith("postgresql"):
-        return
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
 
 
 class Server:
