@@ -8,6 +8,7 @@ fails the run instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -143,3 +144,40 @@ async def repo_factory(engine, tenant):
             yield FhirRepository(conn, RequestContext(tenant=for_tenant or tenant, base_url="http://testserver/fhir/R4"))
 
     return factory
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(env: dict[str, str], timeout_s: float = 30.0):
+    """`yiyun serve` as a separate process on a free port; yields its base URL."""
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "yiyun.cli", "serve", "--port", str(port)], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout_s
+    try:
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("server did not start: " + proc.stderr.read().decode()[-2000:])
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

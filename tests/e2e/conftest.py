@@ -6,16 +6,13 @@ Screenshots land in tests/e2e/screens/ (not committed) for people to look at.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import IN_CI, REPO
+from tests.conftest import IN_CI, REPO, running_server
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENS = Path(__file__).resolve().parent / "screens"
@@ -27,12 +24,6 @@ PHONE = {"width": 375, "height": 812}
 DESKTOP = {"width": 1366, "height": 900}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
     """A real server on SQLite with the schema migrated (tests add the data they need)."""
@@ -42,22 +33,8 @@ def live_server(tmp_path_factory):
     env.pop("YIYUN_DEFAULT_TENANT", None)
     subprocess.run([sys.executable, "-m", "yiyun.cli", "db", "upgrade"], env=env, cwd=REPO, check=True,
                    capture_output=True)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "yiyun.cli", "serve", "--port", str(port)], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("server did not start: " + proc.stderr.read().decode()[-2000:])
-    yield base
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_server(env) as base:
+        yield base
 
 
 @pytest.fixture

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 
-import httpx
 import pytest
 
-from tests.conftest import REPO, auth_headers
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from tests.conftest import auth_headers, running_server
 
 SECRET = "fhirpy-test-signing-key-" + uuid.uuid4().hex
 
@@ -31,26 +19,9 @@ def server(db_url, tmp_path, monkeypatch):
     # the server and this test sign and verify tokens with the same key
     monkeypatch.setenv("YIYUN_SECRET_KEY", SECRET)
     get_settings.cache_clear()
-    port = _free_port()
     env = {**os.environ, "YIYUN_DATABASE_URL": db_url, "YIYUN_DATA_DIR": str(tmp_path), "YIYUN_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "yiyun.cli", "serve", "--port", str(port)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not start: {proc.stderr.read().decode()[-2000:]}")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_server(env) as base:
+        yield base
 
 
 def test_fhirpy_drives_create_search_include_transaction_history(server):
