@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from yiyun.core.errors import BadRequest, Issue, NotFound, PreconditionFailed, Unprocessable, YiyunError, operation_outcome
+from yiyun.core.errors import BadRequest, NotFound, PreconditionFailed, Unprocessable, YiyunError
 from yiyun.fhir.ids import is_valid_id, new_id
 from yiyun.fhir.model import StoredResource
 from yiyun.fhir.patch import apply_patch
@@ -337,4 +337,4 @@ async def _responses(router, req, repo, entries: list[Entry], prefer_return: str
     return out
 
 
-__all__ = ["process_bundle", "run_transaction", "parse_entries", "Issue", "operation_outcome"]
+__all__ = ["process_bundle", "run_transaction", "parse_entries"]

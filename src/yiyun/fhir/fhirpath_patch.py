@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 from yiyun.core.errors import BadRequest, Unprocessable
-from yiyun.fhir.validation.schema import COMPLEX, PRIMITIVE, RESOURCE, TypeSchema, get_schema
+from yiyun.fhir.validation.schema import PRIMITIVE, RESOURCE, TypeSchema, get_schema
 
 __all__ = ["apply_fhirpath_patch"]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import orjson
 from dateutil import parser as dateparser
 

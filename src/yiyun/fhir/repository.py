@@ -52,10 +52,6 @@ _COLUMNS = (
 )
 
 
-def stored_from_row(row: Any, method: str = "") -> StoredResource:
-    return StoredResource.from_row(row, method)
-
-
 @dataclass
 class WriteResult:
     stored: StoredResource
@@ -136,7 +132,7 @@ class FhirRepository:
         if lock and not self._sqlite:
             stmt = stmt.with_for_update()
         row = (await self.conn.execute(stmt)).first()
-        return stored_from_row(row) if row else None
+        return StoredResource.from_row(row) if row else None
 
     async def _current_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], StoredResource]:
         found: dict[tuple[str, str], StoredResource] = {}
@@ -149,7 +145,7 @@ class FhirRepository:
             if not self._sqlite:
                 stmt = stmt.with_for_update()
             for row in await self.conn.execute(stmt):
-                found[(row.res_type, row.res_id)] = stored_from_row(row)
+                found[(row.res_type, row.res_id)] = StoredResource.from_row(row)
         return found
 
     def _check_type(self, res_type: str) -> None:
@@ -191,7 +187,7 @@ class FhirRepository:
         ).first()
         if row is None:
             raise NotFound(f"未找到 {res_type}/{res_id} 的版本 {version} (version not found)")
-        stored = stored_from_row(row)
+        stored = StoredResource.from_row(row)
         await self.policy.record(self.ctx, "vread", res_type, res_id, "ok")
         if stored.deleted:
             raise Gone(f"资源 {res_type}/{res_id} 的版本 {version} 是删除记录 (this version is a deletion)")
@@ -261,7 +257,7 @@ class FhirRepository:
             )
         stmt = stmt.order_by(version_t.c.ts.desc(), version_t.c.rid.desc(), version_t.c.version_id.desc())
         stmt = stmt.limit(at_most)
-        rows = [stored_from_row(r) for r in await self.conn.execute(stmt)]
+        rows = [StoredResource.from_row(r) for r in await self.conn.execute(stmt)]
         visible = [s for s in rows if self.policy.can_see(self.ctx, s)]
         await self.policy.record(self.ctx, "history", res_type, res_id, "ok")
         return visible
@@ -545,6 +541,5 @@ __all__ = [
     "check_resource_body",
     "ensure_valid",
     "parse_if_match",
-    "stored_from_row",
     "validation_issues",
 ]
