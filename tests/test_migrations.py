@@ -13,12 +13,20 @@ from yiyun.core.settings import sync_url
 def declared_metadata() -> MetaData:
     import yiyun.fhir.search.tables  # noqa: F401  (index tables on the FHIR metadata)
     from yiyun.fhir.tables import metadata as fhir_md
+    from yiyun.hospital.consultation_models import metadata as consultation_md
+    from yiyun.hospital.models import metadata as hospital_md
     from yiyun.identity.audit_tables import metadata as audit_md
+    from yiyun.identity.oauth_tables import metadata as oauth_md
+    from yiyun.identity.security_tables import metadata as security_md
+    from yiyun.identity.sharing_tables import metadata as sharing_md
+    from yiyun.identity.signin_tables import metadata as signin_md
     from yiyun.identity.tables import metadata as identity_md
+    from yiyun.identity.verification_tables import metadata as verification_md
     from yiyun.knowledge.models import metadata as knowledge_md
 
     combined = MetaData()
-    for md in (fhir_md, knowledge_md, audit_md, identity_md):
+    for md in (fhir_md, knowledge_md, audit_md, identity_md, signin_md, oauth_md, sharing_md, verification_md,
+               security_md, hospital_md, consultation_md):
         for table in md.tables.values():
             table.to_metadata(combined)
     return combined

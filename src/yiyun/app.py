@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from contextlib import asynccontextmanager
+from importlib import resources
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from yiyun import __version__
 from yiyun.core.db import dispose_engines
@@ -75,6 +78,32 @@ def install_staff_check(app: FastAPI) -> None:
     app.dependency_overrides[require_staff] = knowledge_staff
 
 
+# Modules that mount their own routes (and register FHIR operations and write hooks) on the
+# application: each exposes `install(app)`. Order matters only for overlapping paths; all
+# are mounted before the FHIR catch-all route.
+MODULE_INSTALLERS = (
+    "yiyun.identity.web",
+    "yiyun.identity.oauth",
+    "yiyun.identity.sharing",
+    "yiyun.identity.verification",
+    "yiyun.identity.auditing",
+    "yiyun.hospital.api",
+    "yiyun.hospital.consultations",
+    "yiyun.hospital.pages",
+)
+
+
+def install_modules(app: FastAPI) -> None:
+    for name in MODULE_INSTALLERS:
+        importlib.import_module(name).install(app)
+
+
+def mount_static(app: FastAPI) -> None:
+    """The project's own scripts and styles: `web/static/<module>/...` at `/static/...`."""
+    folder = resources.files("yiyun.web").joinpath("static")
+    app.mount("/static", StaticFiles(directory=str(folder)), name="static")
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -111,11 +140,13 @@ def create_app() -> FastAPI:
     install_access_control(app)
     app.include_router(health_router)
     app.include_router(smart_router)  # before the FHIR catch-all route
-    app.include_router(fhir_api_router)
     routers, portal_links = _module_routers()
+    app.state.portal_links = portal_links  # installers add the portals they serve
+    install_modules(app)
+    mount_static(app)
+    app.include_router(fhir_api_router)
     for r in routers:
         app.include_router(r)
-    app.state.portal_links = portal_links
     install_staff_check(app)
     app.include_router(web_router)
     return app

@@ -1,6 +1,7 @@
 """Translations through Babel: zh-CN by default, English available.
 
-Message ids are English; `locale/zh_CN/LC_MESSAGES/messages.po` holds the Chinese. The
+Message ids are English; `core/locale/zh_CN/LC_MESSAGES/messages.po` and each module's
+`<module>/locale/zh_CN/LC_MESSAGES/*.po` hold the Chinese. The
 catalogue is compiled in memory at first use, so no build step is needed.
 """
 
@@ -18,17 +19,37 @@ SUPPORTED = ("zh_CN", "en")
 DEFAULT = "zh_CN"
 
 
+def catalogue_files(locale: str) -> list:
+    """Every `.po` file of `locale` in the package: core's first, then each module's own
+    (`yiyun/<module>/locale/<locale>/LC_MESSAGES/*.po`), so modules keep their own
+    messages and a message id defined twice takes the first definition."""
+    root = resources.files("yiyun")
+    found = []
+    for pkg in ["core", *sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "core")]:
+        folder = root.joinpath(pkg, "locale", locale, "LC_MESSAGES")
+        if folder.is_dir():
+            found.extend(sorted((f for f in folder.iterdir() if f.name.endswith(".po")), key=lambda f: f.name))
+    return found
+
+
 @lru_cache(maxsize=8)
 def translations(locale: str) -> NullTranslations:
     if locale == "en":
         return NullTranslations()
-    po = resources.files("yiyun.core").joinpath(f"locale/{locale}/LC_MESSAGES/messages.po")
-    if not po.is_file():
+    merged = None
+    for po in catalogue_files(locale):
+        with po.open("rb") as fh:
+            catalog = read_po(fh, locale=locale)
+        if merged is None:
+            merged = catalog
+            continue
+        for message in catalog:
+            if message.id and message.id not in merged:
+                merged[message.id] = message.string
+    if merged is None:
         return NullTranslations()
-    with po.open("rb") as fh:
-        catalog = read_po(fh, locale=locale)
     buf = io.BytesIO()
-    write_mo(buf, catalog)
+    write_mo(buf, merged)
     buf.seek(0)
     return Translations(buf)
 

@@ -32,6 +32,7 @@ from yiyun.core.errors import (
 )
 from yiyun.fhir import search as fhir_search
 from yiyun.fhir.access import AccessPolicy, current_policy
+from yiyun.fhir.hooks import run_write_hooks
 from yiyun.fhir.ids import is_valid_id, new_id
 from yiyun.fhir.model import RequestContext, StoredResource, instant_from_us, now_us
 from yiyun.fhir.patch import apply_patch
@@ -408,6 +409,7 @@ class FhirRepository:
         """Write new versions for all plans: resources, history rows, search indexes."""
         if not plans:
             return
+        await run_write_hooks(self, plans)
         ts = now_us()
         inserts: list[PlannedWrite] = []
         updates: list[PlannedWrite] = []

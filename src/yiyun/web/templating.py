@@ -11,10 +11,15 @@ from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
 from yiyun.core.i18n import negotiate, translations
 
 
+# Packages whose `templates/<package>/` folders hold pages rendered with the shared shell
+# (`web/base.html`); a template is named by its folder, e.g. "hospital/doctors.html".
+TEMPLATE_PACKAGES = ("web", "identity", "hospital")
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(
-        loader=ChoiceLoader([PackageLoader("yiyun.web", "templates")]),
+        loader=ChoiceLoader([PackageLoader(f"yiyun.{pkg}", "templates") for pkg in TEMPLATE_PACKAGES]),
         autoescape=select_autoescape(["html"]),
         extensions=["jinja2.ext.i18n"],
     )

@@ -1,0 +1,9 @@
+"""Hospital JSON API and FHIR operations: departments, doctors, schedules, slots, booking."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+
+def install(app: FastAPI) -> None:
+    """Mount this module's routes on `app` (called once by the composition root)."""

@@ -1,0 +1,9 @@
+"""Real-name verification of patients and registration of practitioners."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+
+def install(app: FastAPI) -> None:
+    """Mount this module's routes on `app` (called once by the composition root)."""
