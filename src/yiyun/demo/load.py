@@ -43,6 +43,18 @@ async def _register_tenants(engine: AsyncEngine, tenants) -> None:
                 pass
 
 
+async def _after_load(engine: AsyncEngine, data) -> dict:
+    """What the modules add once the region's records are in: sign-in accounts, then the
+    hospitals' online services and schedules (which need today's date, so are not part of
+    the pure, seeded data set)."""
+    from yiyun.demo.accounts import create_demo_accounts
+    from yiyun.demo.hospital import create_demo_services
+
+    accounts = await create_demo_accounts(engine, data)
+    services = await create_demo_services(engine, data)
+    return {k: v for k, v in (("accounts", accounts), ("services", services)) if v}
+
+
 async def load_demo(engine: AsyncEngine, *, seed: int, if_empty: bool) -> dict:
     from yiyun.demo import generate_demo
 
@@ -64,10 +76,12 @@ async def load_demo(engine: AsyncEngine, *, seed: int, if_empty: bool) -> dict:
     if report.failed:
         where, why = report.failed[0]
         raise RuntimeError(f"demo data failed to load ({len(report.failed)} failures), first: {where}: {why}")
+    extras = await _after_load(engine, data)
     await refresh_statistics(engine)
     return {
         "status": "loaded",
         "tenants": [t.slug for t in data.tenants],
         "resources": report.resources,
+        **extras,
         "seconds": round(time.perf_counter() - started, 1),
     }
