@@ -456,9 +456,9 @@ async def query(
     tenant: str,
     actor: str | None = None,
     resource: str | None = None,
-    patient: str | None = None,
-    action: str | None = None,
-    outcome: str | None = None,
+    patient: str | Sequence[str] | None = None,
+    action: str | Sequence[str] | None = None,
+    outcome: str | Sequence[str] | None = None,
     since_us: int | None = None,
     until_us: int | None = None,
     limit: int = 100,
@@ -468,6 +468,7 @@ async def query(
 
     `resource` is "Type/id" (or just "Type"); `patient` is "Patient/id" and finds every
     entry recorded against that patient's record ("who saw my record").
+    `patient`, `action` and `outcome` also take a list of values (any of them matches).
     """
     c = audit_log.c
     conds = [c.tenant == tenant]
@@ -478,12 +479,11 @@ async def query(
         conds.append(c.resource_type == rtype)
         if rid:
             conds.append(c.resource_id == rid)
-    if patient is not None:
-        conds.append(c.patient == patient)
-    if action is not None:
-        conds.append(c.action == action)
-    if outcome is not None:
-        conds.append(c.outcome == outcome)
+    for col, value in ((c.patient, patient), (c.action, action), (c.outcome, outcome)):
+        if isinstance(value, str):
+            conds.append(col == value)
+        elif value is not None:
+            conds.append(col.in_(list(value)))
     if since_us is not None:
         conds.append(c.ts >= since_us)
     if until_us is not None:
