@@ -25,6 +25,16 @@ class Settings(BaseSettings):
     validate_on_write: bool = True
     secret_key: str = Field(default="", description="Token-signing secret; generated into data_dir when empty.")
     access_token_minutes: int = Field(default=15, description="Lifetime of access tokens.")
+    storage_url: str = Field(default="", description="fsspec URL of file storage; empty means data_dir/files.")
+    redis_url: str = Field(default="", description="Redis for real-time fan-out across processes; empty: in process.")
+    stun_urls: str = Field(default="", description="Comma-separated STUN server URLs for video calls.")
+    turn_urls: str = Field(default="", description="Comma-separated TURN server URLs for video calls.")
+    turn_username: str = ""
+    turn_credential: str = ""
+    session_idle_minutes: int = Field(default=30, description="Web session ends after this long unused.")
+    session_absolute_hours: int = Field(default=12, description="Web session ends this long after sign-in.")
+    session_secure_cookie: bool = Field(default=False, description="Always mark the session cookie Secure.")
+    sms_provider: str = Field(default="outbox", description="SMS sender: outbox (development) | disabled.")
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,4 +1,4 @@
-"""Who is calling: bearer access tokens on `/fhir/R4` and the JSON API.
+"""Who is calling: bearer access tokens (or the web session cookie) on `/fhir/R4` and the JSON API.
 
 SMART App Launch v2 (https://hl7.org/fhir/smart-app-launch/app-launch.html#access-fhir-api)
 and RFC 6750: the client sends `Authorization: Bearer <access token>`; the tenant, subject,
@@ -6,6 +6,12 @@ roles, scopes and patient launch context all come from the signed token, never f
 header the caller chooses. A missing, forged or expired token answers 401 with
 `WWW-Authenticate: Bearer` (RFC 6750 §3); what the token may do is decided later by the
 access policy (`yiyun.identity.policy`).
+
+Browsers signed in on the web pages are identified by the session cookie instead
+(`yiyun.identity.sessions`): `require_subject` and the FHIR API accept either. A request
+carrying `Authorization` is judged by its token alone; with the cookie, requests that change
+something must also send the session's CSRF token (header `X-CSRF-Token` or form field
+`csrf_token`), else 403.
 
 Public routes are listed here, in one place (DESIGN.md "Authenticated by default").
 """
@@ -31,6 +37,9 @@ PUBLIC_PATHS: frozenset[str] = frozenset({
 PUBLIC_PREFIXES: tuple[str, ...] = ("/knowledge", "/static", "/api/knowledge/")
 
 REALM = 'Bearer realm="yiyun"'
+# Revoked OAuth access-token ids and grant ids → when they stop mattering (µs); kept
+# current by `yiyun.identity.oauth.revocation` (RFC 7009).
+REVOKED_TOKEN_IDS: dict[str, int] = {}
 # The token's subject names who acts; in-process services act as "system" without a token,
 # so no token may claim that name.
 RESERVED_SUBJECTS = frozenset({"system", ""})
@@ -48,11 +57,15 @@ def is_public(path: str) -> bool:
 
 @dataclass
 class AuthContext(RequestContext):
-    """A `RequestContext` built from a verified access token."""
+    """A `RequestContext` built from a verified access token or a signed-in web session."""
 
     patient: str | None = None  # SMART launch context: limits `patient/` scopes to this compartment
     token_id: str = ""
     fhir_user: str | None = None
+    # Set for web sessions (`yiyun.identity.sessions`): the account behind the subject.
+    account_id: str | None = None
+    display_name: str | None = None
+    via_session: bool = False
 
 
 def _unauthorized(message: str, error: str | None = None) -> Unauthorized:
@@ -84,6 +97,8 @@ def claims_for(token: str) -> TokenClaims:
         raise _unauthorized("访问令牌已过期 (access token expired)", "invalid_token")
     if claims.subject in RESERVED_SUBJECTS or not claims.tenant:
         raise _unauthorized("访问令牌内容不合法 (invalid access token)", "invalid_token")
+    if claims.client_id and (claims.token_id in REVOKED_TOKEN_IDS or (claims.grant_id or "") in REVOKED_TOKEN_IDS):
+        raise _unauthorized("访问令牌已被撤销 (access token revoked)", "invalid_token")
     return claims
 
 
@@ -101,8 +116,25 @@ def context_from_claims(claims: TokenClaims, *, base_url: str, client_address: s
     )
 
 
+def _has_session_cookie(request: Request) -> bool:
+    from yiyun.identity.sessions import COOKIE
+
+    return "authorization" not in request.headers and bool(request.cookies.get(COOKIE))
+
+
 def fhir_request_context(request: Request, base_url: str) -> AuthContext:
-    """The context provider the composition root gives `yiyun.fhir.api`."""
+    """The context provider the composition root gives `yiyun.fhir.api`: the bearer token,
+    else the session cookie (resolved beforehand by `sessions.SessionAuthMiddleware`)."""
+    if _has_session_cookie(request):
+        from yiyun.core.errors import Forbidden
+        from yiyun.identity.sessions import CSRF_MESSAGE
+
+        found = getattr(request.state, "yiyun_session_auth", None)
+        if isinstance(found, AuthContext):
+            return found
+        if found == "csrf":
+            raise Forbidden(CSRF_MESSAGE)
+        raise _unauthorized("登录已失效，请重新登录 (session expired or unknown: sign in again)")
     claims = claims_for(bearer_token(request))
     client = request.client.host if request.client else None
     return context_from_claims(claims, base_url=base_url, client_address=client)
@@ -110,10 +142,18 @@ def fhir_request_context(request: Request, base_url: str) -> AuthContext:
 
 async def require_subject(request: Request) -> AuthContext:
     """FastAPI dependency for `/api` routers: `APIRouter(dependencies=[Depends(require_subject)])`,
-    or a parameter `ctx: AuthContext = Depends(require_subject)` to know who calls."""
+    or a parameter `ctx: AuthContext = Depends(require_subject)` to know who calls.
+
+    Accepts `Authorization: Bearer <token>` or the web session cookie; cookie requests with
+    an unsafe method need the CSRF token (`X-CSRF-Token` header or `csrf_token` form field)."""
     ctx = getattr(request.state, "auth_context", None)
     if ctx is None:
-        base = str(request.base_url).rstrip("/") + "/fhir/R4"
-        ctx = fhir_request_context(request, base)
+        if _has_session_cookie(request):
+            from yiyun.identity.sessions import cookie_context
+
+            ctx = await cookie_context(request)  # 401 when expired, 403 without the CSRF token
+        else:
+            base = str(request.base_url).rstrip("/") + "/fhir/R4"
+            ctx = fhir_request_context(request, base)
         request.state.auth_context = ctx
     return ctx

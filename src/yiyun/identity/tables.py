@@ -39,4 +39,7 @@ membership = Table(
     Column("account_id", String(36), primary_key=True),
     Column("tenant", String(64), primary_key=True),
     Column("roles", String(300), nullable=False),  # comma-separated role codes
+    # The person's FHIR resource in this tenant (Patient/… for patients, Practitioner/… for
+    # staff); when null the account's own `fhir_ref` applies (migration 0005_signin).
+    Column("fhir_ref", String(130), nullable=True),
 )

@@ -3,8 +3,17 @@ the development SMS outbox."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
+
+from yiyun.identity.sessions import SessionAuthMiddleware, SignInRequired, signin_url
 
 
 def install(app: FastAPI) -> None:
     """Mount this module's routes on `app` (called once by the composition root)."""
+    app.add_middleware(SessionAuthMiddleware)
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in_first(request: Request, exc: SignInRequired):
+        return RedirectResponse(signin_url(exc.next_path, exc.patient), status_code=303)
+
