@@ -1,10 +1,189 @@
 """The audit trail for auditors and patients (AuditEvent, audit page, who saw my record)
-and security events from abuse signals."""
+and security events from abuse signals.
+
+`install(app)` mounts the routes (`yiyun.identity.audit_api`, `yiyun.identity.audit_pages`),
+refuses AuditEvent writes on every door of the FHIR store, records refused requests, and
+runs the security scan in the background when `YIYUN_SECURITY_SCAN_SECONDS` > 0.
+
+Refused requests (GB/T 22239-2019 8.1.4.3 安全审计: record security-relevant events,
+including failed access): the FHIR access policy already records 403 and 404 of token
+holders and this module's routes record their own refusals. What nobody else sees is
+recorded here, from the response status of `/fhir/R4` and `/api` requests:
+
+- 401 with a credential (a bearer token or a session cookie): `token-rejected`, outcome
+  `denied`, in the token's tenant when its signature holds (expired), else in the default
+  tenant's chain with the claimed tenant and subject in `detail`;
+- 400, 405, 406, 413, 415, 422 and 431: `request-refused` (bad input, oversized bodies,
+  malformed JSON, writes to read-only resources);
+- 403 outside the FHIR API (role checks of the JSON API, CSRF refusals).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
+
+import orjson
 from fastapi import FastAPI
+
+from yiyun.core.logging import get_logger
+from yiyun.core.settings import get_settings
+from yiyun.fhir.hooks import register_write_hook
+from yiyun.fhir.model import RequestContext
+
+log = get_logger("yiyun.audit")
+
+REFUSED = frozenset({400, 405, 406, 413, 415, 422, 431})
+# Routes that record their own refusals (yiyun.identity.audit_api).
+SELF_RECORDING = ("/api/audit/", "/api/me/access-log", "/api/security/")
+
+
+def scan_interval() -> float:
+    """Seconds between background security scans (0: none; run `yiyun security scan`)."""
+    try:
+        return max(float(os.environ.get("YIYUN_SECURITY_SCAN_SECONDS", "0") or 0), 0.0)
+    except ValueError:
+        return 0.0
+
+
+def _unverified_claims(token: str) -> dict:
+    try:
+        payload = token.split(".")[1]
+        data = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return data if isinstance(data, dict) else {}
+    except Exception:  # noqa: BLE001 - garbage is expected here
+        return {}
+
+
+def _signed_claims(token: str) -> dict | None:
+    """The claims of a token whose signature holds (however expired), else None."""
+    from joserfc import jwt
+    from joserfc.jwk import OctKey
+
+    from yiyun.identity.keys import signing_key
+
+    try:
+        return dict(jwt.decode(token, OctKey.import_key(signing_key()), algorithms=["HS256"]).claims)
+    except Exception:  # noqa: BLE001 - forged, malformed, wrong algorithm
+        return None
+
+
+def _context_for(scope, headers: dict[str, str]) -> tuple[RequestContext, dict]:
+    """Who sent a refused request, as far as can be told without trusting it."""
+    client = scope.get("client")
+    address = client[0] if client else None
+    state = scope.get("state") or {}
+    known = state.get("auth_context")
+    if known is None and isinstance(state.get("yiyun_session_auth"), RequestContext):
+        known = state["yiyun_session_auth"]
+    if known is not None:
+        return known, {}
+    auth = headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    default = get_settings().default_tenant
+    if scheme.lower() == "bearer" and token.strip():
+        from yiyun.core.errors import Unauthorized
+        from yiyun.identity.auth import claims_for, context_from_claims
+
+        token = token.strip()
+        try:
+            return context_from_claims(claims_for(token), base_url="", client_address=address), {}
+        except Unauthorized:
+            pass
+        signed = _signed_claims(token)
+        if signed and signed.get("tenant") and signed.get("sub"):
+            ctx = RequestContext(tenant=str(signed["tenant"])[:64], subject=str(signed["sub"])[:256],
+                                 client_address=address)
+            return ctx, {"credential": "bearer", "token": "expired"}
+        claimed = _unverified_claims(token)
+        detail = {"credential": "bearer", "token": "invalid"}
+        for k in ("tenant", "sub", "alg"):
+            if isinstance(claimed.get(k), str):
+                detail[f"claimed_{k}"] = claimed[k][:64]
+        return RequestContext(tenant=default, subject="anonymous", client_address=address), detail
+    if "yiyun_session" in headers.get("cookie", ""):
+        return RequestContext(tenant=default, subject="anonymous", client_address=address), {"credential": "session"}
+    return RequestContext(tenant=default, subject="anonymous", client_address=address), {}
+
+
+class AuditGuardMiddleware:
+    """Records refused requests and runs the periodic security scan (see the module's docstring)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.task: asyncio.Task | None = None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self.app(scope, self._lifespan_receive(receive), send)
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path.startswith("/fhir/R4") or path.startswith("/api/")):
+            return await self.app(scope, receive, send)
+        status: list[int] = []
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            if status:
+                try:
+                    await self._record_refusal(scope, path, status[0])
+                except Exception:  # never turn a refusal into a 500
+                    log.exception("refusal_not_recorded", path=path[:200])
+
+    async def _record_refusal(self, scope, path: str, status: int) -> None:
+        fhir = path.startswith("/fhir/R4")
+        own = path.startswith(SELF_RECORDING)
+        if status == 401:
+            action = "token-rejected"
+        elif status in REFUSED:
+            action = "request-refused"
+        elif status == 403 and not own and (not fhir or (scope.get("state") or {}).get("yiyun_session_auth") == "csrf"):
+            action = "request-refused"
+        else:
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        ctx, detail = _context_for(scope, headers)
+        if action == "token-rejected" and not detail.get("credential") and ctx.subject == "anonymous":
+            return  # no credential at all: nothing was attempted
+        query = scope.get("query_string", b"").decode("latin-1")
+        detail = {**detail, "method": scope.get("method"), "path": path[:200], "status": status}
+        if query:
+            detail["query"] = query[:500]
+        recorder = scope["app"].state.policy.recorder
+        await recorder.record(None, ctx, action, None, None, "denied", detail)
+
+    def _lifespan_receive(self, receive):
+        async def wrapped():
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                seconds = scan_interval()
+                if seconds > 0:
+                    from yiyun.core.db import get_engine
+                    from yiyun.identity.security_events import run_periodically
+
+                    self.task = asyncio.get_running_loop().create_task(run_periodically(get_engine, seconds))
+            elif message["type"] == "lifespan.shutdown" and self.task is not None:
+                self.task.cancel()
+                try:
+                    await self.task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+                self.task = None
+            return message
+
+        return wrapped
 
 
 def install(app: FastAPI) -> None:
     """Mount this module's routes on `app` (called once by the composition root)."""
+    from yiyun.identity import audit_api
+
+    app.include_router(audit_api.router)
+    register_write_hook("AuditEvent", audit_api.refuse_audit_event_writes)
+    app.add_middleware(AuditGuardMiddleware)
