@@ -69,8 +69,11 @@ async def build_hospital(repo_factory, tenant: str, *, days: int = 3, slot_minut
     from yiyun.hospital import schedules
     from yiyun.hospital.codes import today_local
 
+    from yiyun.identity.accounts import create_tenant
+
     h = Hospital(tenant)
     async with repo_factory() as repo:
+        await create_tenant(repo.conn, tenant, name="测试医院", kind="hospital")
         for r in directory(tenant):
             await repo.update(r["resourceType"], r["id"], r)
         sched = await schedules.create_schedule(repo, h.role, "clinic", fee_fen=2500)
