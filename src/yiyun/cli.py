@@ -33,6 +33,9 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
+from yiyun.identity.security_cli import security_app  # noqa: E402
+
+app.add_typer(security_app, name="security")
 
 
 @app.command()

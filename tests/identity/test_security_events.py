@@ -168,3 +168,36 @@ async def test_acknowledge_and_close(engine, tenant):
     await scan(engine, tenant=tenant)
     open_events = await events(engine, tenant, status="open")
     assert len(open_events) >= 1 and ev["id"] not in {e["id"] for e in open_events}
+
+
+def test_security_commands(db_url, tenant):
+    import asyncio
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from yiyun.core.db import dispose_engines, get_engine
+
+    async def seed():
+        await add(get_engine(), [AuditEntry(tenant=tenant, actor="Practitioner/li", role="doctor",
+                                            action="break-glass", resource_type="Patient", resource_id="p1")])
+        await dispose_engines()
+
+    asyncio.run(seed())
+    env = {**os.environ, "YIYUN_DATABASE_URL": db_url}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "yiyun.cli", "security", *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    out = cli("scan", "--tenant", tenant, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["by_kind"] == {"break-glass": 1}
+    assert "scanned 0 entries" in cli("scan", "--tenant", tenant).stdout
+    listed = [json.loads(line) for line in cli("events", "--tenant", tenant).stdout.splitlines()]
+    assert [e["kind"] for e in listed] == ["break-glass"]
+    changed = cli("policy", "--tenant", tenant, "--set", '{"after_hours": {"enabled": false}}')
+    assert changed.returncode == 0 and json.loads(changed.stdout)["after_hours"]["enabled"] is False
+    assert cli("policy", "--tenant", tenant, "--set", '{"after_hours": {"start": "x"}}').returncode == 2
+    assert cli("policy", "--tenant", tenant, "--set", "{not json").returncode == 2
