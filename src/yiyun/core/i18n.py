@@ -45,7 +45,7 @@ def translations(locale: str) -> NullTranslations:
             continue
         for message in catalog:
             if message.id and message.id not in merged:
-                merged[message.id] = message.string
+                merged[message.id] = message
     if merged is None:
         return NullTranslations()
     buf = io.BytesIO()
