@@ -36,6 +36,9 @@ app.add_typer(audit_app, name="audit")
 from yiyun.identity.security_cli import security_app  # noqa: E402
 
 app.add_typer(security_app, name="security")
+from yiyun.identity.oauth.cli import client_app  # noqa: E402
+
+app.add_typer(client_app, name="client")
 
 
 @app.command()

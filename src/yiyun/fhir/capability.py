@@ -11,6 +11,10 @@ from yiyun import __version__
 from yiyun.fhir import search as fhir_search
 from yiyun.fhir.types import resource_types
 
+# Functions returning `rest.security` (e.g. SMART's OAuth endpoints), filled by the modules
+# that implement it: the FHIR layer itself knows nothing of authentication.
+SECURITY_CONTRIBUTORS: list = []
+
 INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
 
 
@@ -58,6 +62,7 @@ def capability_statement(base_url: str, registry) -> dict:
         "rest": [
             {
                 "mode": "server",
+                **({"security": SECURITY_CONTRIBUTORS[-1]()} if SECURITY_CONTRIBUTORS else {}),
                 "resource": list(_resources()),
                 "interaction": [
                     {"code": "transaction"},

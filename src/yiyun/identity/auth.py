@@ -33,6 +33,8 @@ from yiyun.identity.tokens import TokenClaims, verify_access_token
 PUBLIC_PATHS: frozenset[str] = frozenset({
     "/", "/healthz", "/readyz", "/fhir/R4/metadata",
     "/.well-known/smart-configuration", "/fhir/R4/.well-known/smart-configuration",
+    "/.well-known/openid-configuration", "/oauth2/authorize", "/oauth2/token", "/oauth2/introspect",
+    "/oauth2/revoke", "/oauth2/jwks",
 })
 PUBLIC_PREFIXES: tuple[str, ...] = ("/knowledge", "/static", "/api/knowledge/")
 

@@ -1,4 +1,9 @@
-"""OAuth 2.0 / OpenID Connect provider for SMART App Launch v2 apps and backend services."""
+"""OAuth 2.0 / OpenID Connect provider for SMART App Launch v2 apps and backend services.
+
+Routes: `/oauth2/authorize` (GET: consent page, POST: the decision), `/oauth2/token`,
+`/oauth2/introspect`, `/oauth2/revoke`, `/oauth2/jwks`; discovery documents are in
+`yiyun.identity.smart`. See docs/oauth.md.
+"""
 
 from __future__ import annotations
 
@@ -7,3 +12,18 @@ from fastapi import FastAPI
 
 def install(app: FastAPI) -> None:
     """Mount this module's routes on `app` (called once by the composition root)."""
+    from yiyun.fhir import capability
+    from yiyun.identity.oauth.api import router
+    from yiyun.identity.oauth.revocation import RevocationRefresh
+    from yiyun.identity.smart import capability_security
+
+    app.include_router(router)
+    try:
+        from yiyun.identity.oauth.authorize import router as authorize_router
+    except ImportError:  # the consent flow needs the web sessions module
+        authorize_router = None
+    if authorize_router is not None:
+        app.include_router(authorize_router)
+    app.add_middleware(RevocationRefresh)
+    if capability_security not in capability.SECURITY_CONTRIBUTORS:
+        capability.SECURITY_CONTRIBUTORS.append(capability_security)
