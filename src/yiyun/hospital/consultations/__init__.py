@@ -7,3 +7,8 @@ from fastapi import FastAPI
 
 def install(app: FastAPI) -> None:
     """Mount this module's routes on `app` (called once by the composition root)."""
+    from yiyun.hospital.consultations import api, pages
+
+    app.include_router(api.router)
+    app.include_router(api.socket_router)
+    app.include_router(pages.router)
