@@ -129,7 +129,11 @@ async def test_scope_matrix(anon, tenant, interaction):
     allowed = await _do(anon, interaction, p["id"], as_(tenant, f"system/Patient.{letter}"))
     assert allowed.status_code < 300, (interaction, allowed.status_code, allowed.text)
     v1 = {"r": "read", "s": "read"}.get(letter, "write")
-    assert (await _do(anon, interaction, p["id"], as_(tenant, f"user/Patient.{v1}"))).status_code < 300
+    # user/ scopes reach what the roles allow: registration staff (admin) keep Patient tenant-wide
+    registration = as_(tenant, f"user/Patient.{v1}", roles=("admin",))
+    assert (await _do(anon, interaction, p["id"], registration)).status_code < 300
+    # a user token without a role reaches nothing (fails closed)
+    assert (await _do(anon, interaction, p["id"], as_(tenant, f"user/Patient.{v1}"))).status_code == 403
 
 
 async def test_reindex_needs_system_update_or_admin(anon, tenant):

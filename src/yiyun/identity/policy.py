@@ -1,9 +1,10 @@
-"""The access policy every FHIR repository call passes: role + scope + compartment (+ consent).
+"""The access policy every FHIR repository call passes: role + scope + compartment + relationship.
 
 Installed by the composition root (`yiyun.fhir.access.install_policy`). One decision
 function, `decide`, answers for every interaction; `search_filter` and `can_see` apply
 the same answer to rows (searches, `_include`/`_revinclude`, chains, `_has`, history,
-bulk export), so a resource hidden from a read is hidden everywhere.
+bulk export), so a resource hidden from a read is hidden everywhere. docs/sharing.md has
+the whole matrix; in short:
 
 Scopes are SMART App Launch v2
 (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html):
@@ -12,16 +13,36 @@ Scopes are SMART App Launch v2
   create → `c`, update/patch → `u`, delete → `d`; `$export` needs `r` and `s` on every type
   it writes (https://hl7.org/fhir/uv/bulkdata/STU2/authorization.html); `$reindex` needs
   `system/*.u` or the admin role;
-- `system/` scopes reach the token's tenant; `user/` scopes reach the tenant too, for now
-  limited only by the roles (care relationships and consent come next, see `decide`);
-- `patient/` scopes reach only the Patient compartment of the token's `patient`
-  (https://hl7.org/fhir/R4/compartmentdefinition-patient.html): the Patient itself and
-  every resource whose compartment parameters reference `Patient/<id>`.
+- `system/` scopes (backend services) reach the token's whole tenant;
+- `patient/` scopes reach the Patient compartment of the token's `patient`
+  (https://hl7.org/fhir/R4/compartmentdefinition-patient.html) and of the patients it is
+  guardian of (`yiyun.identity.care.wards`);
+- `user/` scopes reach what the token's roles allow, never more than the scope:
+
+| role | patient-compartment types | other types (Organization, Practitioner, Location, Schedule, Medication …) |
+| --- | --- | --- |
+| doctor, nurse | patients with a care relationship or break-glass grant (`care.care_patients`), every permission; creating a new Patient (registration) | read, search |
+| pharmacist | Patient, MedicationRequest (+u), MedicationDispense (+c u), MedicationAdministration, MedicationStatement, AllergyIntolerance, Condition: patients with a current prescription | read, search |
+| admin | Patient and Appointment tenant-wide (registration, scheduling), every permission; nothing clinical | every permission |
+| regional-admin | nothing | every permission |
+| privacy-officer | Consent tenant-wide, read and search | read, search |
+| cdc-officer | nothing (reportable cases: `/api/cdc/cases`) | read, search |
+| auditor, patient, no role | nothing (auditors read the audit log) | nothing |
+
+A token of several roles gets the union. The relationship is per Practitioner (the
+token's `fhirUser`); relationships, guardianship and grants are resolved once per
+request (one query, `care.load_patient_sets`) and cached on the request's context, never
+longer, so a revoked grant or ended relationship counts from the next request.
 
 A resource outside what the caller may see answers 404, exactly as a missing one
 (https://hl7.org/fhir/R4/security.html#AccessDenied: "not found" rather than "forbidden"
-when disclosing existence would itself leak information). A type the token has no scope
-for at all answers 403.
+when disclosing existence would itself leak information), and is audited as `denied`. A
+type the token's scopes or roles give nothing on at all answers 403, as does a write that
+would put a resource outside the caller's reach.
+
+Another tenant's records are never reachable through `/fhir/R4` (the store is per
+tenant); the regional sharing API (`yiyun.identity.sharing`) reads them under the patient's
+Consent, and disease control reads reportable cases through `/api/cdc/cases`.
 
 Granular scopes (`patient/Observation.rs?category=vital-signs`) grant nothing yet: the
 server fails closed rather than over-granting until the intersection is implemented.
@@ -33,19 +54,22 @@ token: they act as the system of their tenant and are allowed everything within 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import and_, false, or_, select, tuple_
 from sqlalchemy.orm import aliased
 
-from yiyun.core.errors import Forbidden
+from yiyun.core.errors import Forbidden, NotFound
 from yiyun.core.logging import get_logger
 from yiyun.fhir.bulk import export_types, patient_compartment
 from yiyun.fhir.model import RequestContext, StoredResource
 from yiyun.fhir.search.registry import builtin_registry
 from yiyun.fhir.search.tables import idx_reference
+from yiyun.fhir.tables import resource as resource_t
+from yiyun.fhir.types import resource_types
+from yiyun.identity import care
 from yiyun.identity.auth import AuthContext
 from yiyun.identity.scopes import ResourceScope, parse_scopes
 
@@ -56,7 +80,29 @@ PERMISSION = {
     "create": "c", "update": "u", "patch": "u", "delete": "d",
 }
 WRITES = frozenset({"create", "update", "patch", "delete"})
+# Deleting a hidden resource answers as deleting a missing one (204), so only these check it.
+INSTANCE_WRITES = frozenset({"update", "patch"})
 TENANT, COMPARTMENT = "tenant", "compartment"
+SYSTEM, USER = "system", "user"
+# Patient sets a reach can name (see `Reach`).
+OWN, CARE, PHARMACY = "own", "care", "pharmacy"
+# A longer set is embedded as its subquery rather than as bound values.
+MAX_BOUND_PATIENTS = 500
+
+CARE_ROLES = frozenset({"doctor", "nurse"})
+# Medication review needs the diagnosis and allergies (《医疗机构处方审核规范》2018 第十五条:
+# 处方用药与临床诊断的相符性, 过敏史).
+PHARMACY_READ = frozenset({
+    "Patient", "MedicationRequest", "MedicationDispense", "MedicationAdministration", "MedicationStatement",
+    "AllergyIntolerance", "Condition",
+})
+PHARMACY_WRITE = {"MedicationDispense": "cu", "MedicationRequest": "u"}
+REGISTRATION_TYPES = frozenset({"Patient", "Appointment"})
+
+
+@lru_cache(maxsize=1)
+def compartment_types() -> frozenset[str]:
+    return frozenset({"Patient", *patient_compartment()})
 
 
 # ------------------------------------------------------------------ grants
@@ -66,23 +112,29 @@ class Grants:
 
     scopes: tuple[ResourceScope, ...]
 
-    def reach(self, res_type: str, perm: str, patient: str | None) -> str | None:
-        """TENANT, COMPARTMENT or None (no scope grants `perm` on `res_type`)."""
-        best = None
+    def kinds(self, res_type: str, perm: str, patient: str | None) -> frozenset[str]:
+        """The scope contexts (SYSTEM, USER, COMPARTMENT) that grant `perm` on `res_type`."""
+        out = set()
         for s in self.scopes:
             if s.query is not None or not s.allows(res_type, perm):
                 continue  # granular scopes: fail closed (see the module's docstring)
-            if s.context in ("system", "user"):
-                return TENANT
-            if s.context == "patient" and patient:
-                best = COMPARTMENT
-        return best
+            if s.context == "system":
+                out.add(SYSTEM)
+            elif s.context == "user":
+                out.add(USER)
+            elif s.context == "patient" and patient:
+                out.add(COMPARTMENT)
+        return frozenset(out)
 
     def any_reach(self, perm: str, patient: str | None) -> bool:
         return any(
             s.query is None and perm in s.permissions and (s.context != "patient" or patient)
             for s in self.scopes
         )
+
+    @property
+    def contexts(self) -> frozenset[str]:
+        return frozenset(s.context for s in self.scopes if s.query is None)
 
 
 @lru_cache(maxsize=1024)
@@ -95,64 +147,226 @@ def is_token_context(ctx: RequestContext) -> bool:
     return isinstance(ctx, AuthContext)
 
 
+# ------------------------------------------------------------------ roles
+@lru_cache(maxsize=4096)
+def role_reach(roles: tuple[str, ...], res_type: str, perm: str) -> "Reach | None":
+    """What `user/` scopes reach by role (the table in the module docstring)."""
+    in_compartment_type = res_type in compartment_types()
+    tenant, sets = False, set()
+    for role in roles:
+        if role in CARE_ROLES:
+            if res_type == "Patient" and perm == "c":
+                tenant = True  # registering a new patient discloses nothing; seeing it needs a relationship
+            elif in_compartment_type:
+                sets.add(CARE)
+            elif perm in "rs":
+                tenant = True
+        elif role == "pharmacist":
+            if res_type in PHARMACY_READ and (perm in "rs" or perm in PHARMACY_WRITE.get(res_type, "")):
+                sets.add(PHARMACY)
+            elif not in_compartment_type and perm in "rs":
+                tenant = True
+        elif role == "admin":
+            tenant = tenant or not in_compartment_type or res_type in REGISTRATION_TYPES
+        elif role == "regional-admin":
+            tenant = tenant or not in_compartment_type
+        elif role == "privacy-officer":
+            tenant = tenant or (perm in "rs" and (not in_compartment_type or res_type == "Consent"))
+        elif role == "cdc-officer":
+            tenant = tenant or (perm in "rs" and not in_compartment_type)
+    if tenant:
+        return TENANT_REACH
+    return Reach(frozenset(sets)) if sets else None
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How far an interaction reaches: the whole tenant, or the compartments of the patients
+    in the named sets (OWN: the token's patient and their wards; CARE: the practitioner's
+    patients; PHARMACY: patients with a current prescription)."""
+
+    sets: frozenset[str] = frozenset()
+    tenant: bool = False
+
+    def __or__(self, other: "Reach | None") -> "Reach":
+        if other is None:
+            return self
+        if self.tenant or other.tenant:
+            return TENANT_REACH
+        return Reach(self.sets | other.sets)
+
+
+TENANT_REACH = Reach(tenant=True)
+
+
+def reach_of(ctx: AuthContext, res_type: str, perm: str) -> Reach | None:
+    """How far `perm` on `res_type` reaches for this token (None: not at all)."""
+    kinds = grants_for(ctx.scopes).kinds(res_type, perm, ctx.patient)
+    if SYSTEM in kinds:
+        return TENANT_REACH
+    reach = None
+    if USER in kinds:
+        reach = role_reach(tuple(ctx.roles), res_type, perm)
+    if COMPARTMENT in kinds:
+        own = Reach(frozenset({OWN}))
+        reach = own if reach is None else reach | own
+    return reach
+
+
+def visible_reach(ctx: AuthContext, res_type: str, letters: str = "rs") -> Reach | None:
+    """How far the caller sees `res_type`: in results, read or search permission suffices
+    (a search's primary type was already checked for `s`); as the target of a single
+    interaction, any permission (the interaction itself was checked for its own letter)."""
+    reach = None
+    for p in letters:
+        r = reach_of(ctx, res_type, p)
+        if r is not None:
+            reach = r if reach is None else reach | r
+    return reach
+
+
+# ------------------------------------------------------------- patient sets
+@dataclass
+class RequestScope:
+    """Per-request cache on the token's context: the patient sets, loaded once."""
+
+    sets: dict[str, frozenset[str]] = field(default_factory=dict)
+    loaded: bool = False
+    hidden: set[tuple[str, str]] = field(default_factory=set)
+
+
+_SCOPE_ATTR = "_yiyun_request_scope"
+
+
+def request_scope(ctx: AuthContext) -> RequestScope:
+    scope = ctx.__dict__.get(_SCOPE_ATTR)
+    if scope is None:
+        scope = RequestScope()
+        ctx.__dict__[_SCOPE_ATTR] = scope
+    return scope
+
+
+def needed_sets(ctx: AuthContext) -> dict[str, Any]:
+    """The patient selects this token's reach can name."""
+    contexts = grants_for(ctx.scopes).contexts
+    out: dict[str, Any] = {}
+    if "patient" in contexts and ctx.patient:
+        out[OWN] = care.own_and_wards(ctx.tenant, ctx.patient)
+    if "user" in contexts:
+        roles = set(ctx.roles)
+        practitioner = care.practitioner_id(ctx.fhir_user)
+        if roles & CARE_ROLES and practitioner:
+            out[CARE] = care.care_patients(ctx.tenant, practitioner)
+        if "pharmacist" in roles:
+            out[PHARMACY] = care.pharmacy_patients(ctx.tenant)
+    return out
+
+
+def patients_in_reach(ctx: AuthContext, reach: Reach) -> frozenset[str]:
+    """The loaded patients of `reach`'s sets; before loading, only the token's own patient."""
+    scope = request_scope(ctx)
+    if not scope.loaded:
+        return frozenset({ctx.patient}) if OWN in reach.sets and ctx.patient else frozenset()
+    out: frozenset[str] = frozenset()
+    for name in reach.sets:
+        out |= scope.sets.get(name, frozenset())
+    return out
+
+
+def patients_expr(ctx: AuthContext, reach: Reach):
+    """The patients of `reach` for SQL: bound values when loaded and few, else subqueries."""
+    scope = request_scope(ctx)
+    if scope.loaded:
+        ids = patients_in_reach(ctx, reach)
+        if len(ids) <= MAX_BOUND_PATIENTS:
+            return sorted(ids)
+    selects = needed_sets(ctx)
+    parts = [selects[n] for n in sorted(reach.sets) if n in selects]
+    if not parts:
+        return []
+    from sqlalchemy import union
+
+    return parts[0] if len(parts) == 1 else union(*parts)
+
+
 # ------------------------------------------------------------- compartment
 @lru_cache(maxsize=1)
 def _compartment_pairs() -> tuple[tuple[str, str], ...]:
     return tuple((t, p) for t, params in patient_compartment().items() for p in params)
 
 
+def compartment_patients(resource: dict) -> frozenset[str]:
+    """The patients whose compartment `resource` is in, from its content."""
+    rt = resource.get("resourceType")
+    out = set()
+    if rt == "Patient" and isinstance(resource.get("id"), str):
+        out.add(resource["id"])
+    params = patient_compartment().get(rt) if isinstance(rt, str) else None
+    if params:
+        sink: dict[str, list] = {"reference": []}
+        for cp in builtin_registry().compiled(rt):
+            if cp.code in params and cp.defn.type == "reference":
+                cp.extract(resource, sink)
+        out.update(tid for _, tt, tid, url in sink["reference"] if tt == "Patient" and url is None and tid)
+    return frozenset(out)
+
+
 def in_compartment(resource: dict, patient: str) -> bool:
     """Whether `resource` is in the Patient compartment of `patient`, from its content."""
-    rt = resource.get("resourceType")
-    if rt == "Patient" and resource.get("id") == patient:
-        return True
-    params = patient_compartment().get(rt) if isinstance(rt, str) else None
-    if not params:
-        return False
-    sink: dict[str, list] = {"reference": []}
-    for cp in builtin_registry().compiled(rt):
-        if cp.code in params and cp.defn.type == "reference":
-            cp.extract(resource, sink)
-    return any(tt == "Patient" and tid == patient and url is None for _, tt, tid, url in sink["reference"])
+    return patient in compartment_patients(resource)
 
 
-def compartment_condition(table: Any, tenant: str, res_type: str | None, patient: str):
-    """SQL: the row of `table` (a resource or version table) is in the patient's compartment.
+def compartment_condition(table: Any, tenant: str, res_type: str | None, patients: Any):
+    """SQL: the row of `table` (a resource or version table) is in the compartment of one of
+    `patients` (an id, a list of ids or a select of ids).
 
     Membership comes from the reference index of the resource's current version, the
     same rows `Observation?subject=Patient/<id>` searches."""
+    if isinstance(patients, str):
+        patients = [patients]
+    if isinstance(patients, (list, tuple, frozenset, set)) and not patients:
+        return false()
     ref = aliased(idx_reference, name="cmp")
     linked = select(ref.c.rid).where(
-        ref.c.tenant == tenant, ref.c.target_type == "Patient", ref.c.target_id == patient, ref.c.url.is_(None)
+        ref.c.tenant == tenant, ref.c.target_type == "Patient", ref.c.target_id.in_(patients), ref.c.url.is_(None)
     )
     if res_type is None:
         linked = linked.where(tuple_(ref.c.res_type, ref.c.param).in_(_compartment_pairs()))
-        itself = and_(table.c.res_type == "Patient", table.c.res_id == patient)
+        itself = and_(table.c.res_type == "Patient", table.c.res_id.in_(patients))
         return or_(itself, table.c.rid.in_(linked))
     params = patient_compartment().get(res_type)
     conds = []
     if res_type == "Patient":
-        conds.append(table.c.res_id == patient)
+        conds.append(table.c.res_id.in_(patients))
     if params:
         conds.append(table.c.rid.in_(linked.where(ref.c.res_type == res_type, ref.c.param.in_(params))))
     return or_(*conds) if conds else false()
+
+
+def _links_related_person(resource: dict) -> bool:
+    for link in resource.get("link") or []:
+        other = link.get("other") if isinstance(link, dict) else None
+        ref = other.get("reference") if isinstance(other, dict) else None
+        if isinstance(ref, str) and "RelatedPerson/" in ref:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- decision
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    reach: str | None = None  # TENANT | COMPARTMENT when allowed
+    reach: Reach | None = None
     reason: str = ""
 
 
 def decide(ctx: AuthContext, action: str, res_type: str | None, resource: dict | None = None) -> Decision:
-    """The one decision point: role, then scope, then compartment.
+    """The one decision point: role, then scope, then compartment and relationship.
 
-    Next slice: for `user/` scopes, a care relationship (the practitioner's encounters,
-    care teams, referrals) and the patient's Consent decide here, after the scope and
-    before TENANT reach is granted; break-glass will grant it with a reason and an audit
-    entry. Until then `user/` reaches the whole tenant as `system/` does.
+    Writes (create, update) of a compartment type must land in the compartment of a
+    patient within reach (403 otherwise). Whether an existing resource is within reach is
+    answered by `can_see` (404 when it is not). The patient sets must be loaded
+    (`AuthorizationPolicy.prepare`) before a set-limited write is decided.
     """
     grants = grants_for(ctx.scopes)
     if action == "reindex":
@@ -160,36 +374,32 @@ def decide(ctx: AuthContext, action: str, res_type: str | None, resource: dict |
             s.context == "system" and s.resource_type == "*" and "u" in s.permissions and s.query is None
             for s in grants.scopes
         )
-        return Decision(ok, TENANT if ok else None, "" if ok else "needs system/*.u or the admin role")
+        return Decision(ok, TENANT_REACH if ok else None, "" if ok else "needs system/*.u or the admin role")
     perm = PERMISSION.get(action)
     if perm is None:
         return Decision(False, reason=f"unknown interaction {action}")
     if res_type is None:  # system-level search or history: narrowed per type by search_filter
         ok = grants.any_reach(perm, ctx.patient)
-        return Decision(ok, COMPARTMENT if ok else None, "" if ok else f"no scope grants {perm!r}")
-    reach = grants.reach(res_type, perm, ctx.patient)
+        return Decision(ok, Reach() if ok else None, "" if ok else f"no scope grants {perm!r}")
+    reach = reach_of(ctx, res_type, perm)
     if reach is None:
+        if grants.kinds(res_type, perm, ctx.patient):
+            return Decision(False, reason=f"the role {','.join(ctx.roles) or '(none)'} gives no {perm!r} on {res_type}")
         return Decision(False, reason=f"no scope grants {perm!r} on {res_type}")
-    if reach == COMPARTMENT and action in ("create", "update") and resource is not None:
-        if not in_compartment(resource, ctx.patient or ""):
-            return Decision(False, reason="the resource is outside the patient's compartment")
+    if reach.tenant or resource is None or action not in ("create", "update"):
+        return Decision(True, reach)
+    if reach.sets == {OWN} and res_type == "Patient" and _links_related_person(resource):
+        # guardianship is registered by staff, never claimed by the guardian's own token
+        return Decision(False, reason="a patient may not link their record to a RelatedPerson")
+    if not compartment_patients(resource) & patients_in_reach(ctx, reach):
+        return Decision(False, reason="the resource is outside the patients within reach")
     return Decision(True, reach)
-
-
-def _visible_reach(ctx: AuthContext, res_type: str, letters: str = "rs") -> str | None:
-    """How far the caller sees `res_type`: in results, read or search permission suffices
-    (a search's primary type was already checked for `s`); as the target of a single
-    interaction, any permission (the interaction itself was checked for its own letter)."""
-    grants = grants_for(ctx.scopes)
-    reaches = {grants.reach(res_type, p, ctx.patient) for p in letters}
-    if TENANT in reaches:
-        return TENANT
-    return COMPARTMENT if COMPARTMENT in reaches else None
 
 
 # ------------------------------------------------------------------ policy
 class AuthorizationPolicy:
-    """`yiyun.fhir.access.AccessPolicy` with scope and compartment rules and the audit trail."""
+    """`yiyun.fhir.access.AccessPolicy` with scope, role, compartment and relationship rules
+    and the audit trail."""
 
     def __init__(self, recorder: "AuditRecorder | None" = None) -> None:
         self.recorder = recorder or AuditRecorder()
@@ -203,63 +413,105 @@ class AuthorizationPolicy:
         await self._check(ctx, action, res_type, res_id, resource, None)
 
     def can_see(self, ctx: RequestContext, stored: StoredResource) -> bool:
+        return self._can_see(ctx, stored, None)
+
+    def _can_see(self, ctx: RequestContext, stored: StoredResource, conn) -> bool:
         if stored.tenant != ctx.tenant:
             return False
         if not is_token_context(ctx):
             return True
-        reach = _visible_reach(ctx, stored.res_type, "cruds")
-        if reach == TENANT:
+        reach = visible_reach(ctx, stored.res_type, "cruds")
+        if reach is not None and reach.tenant:
             return True
-        if reach == COMPARTMENT and ctx.patient:
-            if stored.deleted:
-                return False
-            return in_compartment(stored.resource, ctx.patient)
+        if reach is None or stored.deleted:
+            return False
+        if compartment_patients(stored.resource) & patients_in_reach(ctx, reach):
+            return True
+        self._hidden(ctx, stored, conn)
         return False
+
+    def _hidden(self, ctx: AuthContext, stored: StoredResource, conn) -> None:
+        """A resource exists but is out of reach: the caller gets 404, the audit log `denied`."""
+        scope = request_scope(ctx)
+        key = (stored.res_type, stored.res_id)
+        if key in scope.hidden:
+            return
+        scope.hidden.add(key)
+        self.recorder.record_nowait(conn, ctx, "read", stored.res_type, stored.res_id, "denied",
+                                    {"reason": "no relationship with the patient"})
 
     def search_filter(self, ctx: RequestContext, table: Any, res_type: str | None):
         if not is_token_context(ctx):
             return None
         if res_type is not None:
-            reach = _visible_reach(ctx, res_type)
-            if reach == TENANT:
+            reach = visible_reach(ctx, res_type)
+            if reach is None:
+                return false()
+            if reach.tenant:
                 return None
-            if reach == COMPARTMENT and ctx.patient:
-                return compartment_condition(table, ctx.tenant, res_type, ctx.patient)
-            return false()
+            return compartment_condition(table, ctx.tenant, res_type, patients_expr(ctx, reach))
         return self._typeless_filter(ctx, table)
 
     def _typeless_filter(self, ctx: AuthContext, table: Any):
         """A search or history across all types: each type as far as the caller sees it."""
-        grants = grants_for(ctx.scopes)
-        wild = [s for s in grants.scopes if s.resource_type == "*" and s.query is None and s.permissions & {"r", "s"}]
-        if any(s.context in ("system", "user") for s in wild):
+        tenant_types, by_reach = _type_buckets(tuple(ctx.scopes), tuple(ctx.roles), bool(ctx.patient))
+        if tenant_types is None:
             return None
-        named = {s.resource_type for s in grants.scopes if s.resource_type != "*"}
-        tenant_types = sorted(t for t in named if _visible_reach(ctx, t) == TENANT)
         conds = [table.c.res_type.in_(tenant_types)] if tenant_types else []
-        if ctx.patient:
-            own = compartment_condition(table, ctx.tenant, None, ctx.patient)
-            if any(s.context == "patient" for s in wild):
-                conds.append(own)
-            else:
-                own_types = sorted(t for t in named if _visible_reach(ctx, t) == COMPARTMENT)
-                if own_types:
-                    conds.append(and_(table.c.res_type.in_(own_types), own))
+        for reach, types in by_reach:
+            cond = compartment_condition(table, ctx.tenant, None, patients_expr(ctx, reach))
+            conds.append(and_(table.c.res_type.in_(types), cond))
         return or_(*conds) if conds else false()
 
     async def record(self, ctx, action, res_type, res_id, outcome, detail=None) -> None:
-        if is_token_context(ctx):
+        if is_token_context(ctx) and not _already_denied(ctx, res_type, res_id, outcome):
             await self.recorder.record(None, ctx, action, res_type, res_id, outcome, detail)
 
     # -- shared
+    async def prepare(self, ctx: AuthContext, conn) -> RequestScope:
+        """Load the token's patient sets once per request (one query)."""
+        scope = request_scope(ctx)
+        if scope.loaded:
+            return scope
+        selects = needed_sets(ctx)
+        if selects:
+            if conn is None:
+                from yiyun.core.db import get_engine, unit_of_work
+
+                async with unit_of_work(get_engine(), write=False) as own:
+                    scope.sets = await care.load_patient_sets(own, selects)
+            else:
+                scope.sets = await care.load_patient_sets(conn, selects)
+        scope.loaded = True
+        return scope
+
     async def _check(self, ctx, action, res_type, res_id, resource, conn) -> None:
         if not is_token_context(ctx):
             return
+        await self.prepare(ctx, conn)
         if action == "export":
             return await self._check_export(ctx, res_type, res_id, resource, conn)
         decision = decide(ctx, action, res_type, resource)
         if not decision.allowed:
             await self._deny(ctx, action, res_type, res_id, decision.reason, conn)
+        if action in INSTANCE_WRITES and res_id and decision.reach is not None and not decision.reach.tenant:
+            await self._check_existing(ctx, action, res_type, res_id, conn)
+
+    async def _check_existing(self, ctx, action, res_type, res_id, conn) -> None:
+        """A write to an existing resource needs it within reach too (also inside a
+        transaction Bundle, whose writes reach the policy only here)."""
+        if conn is None:
+            return  # the repository checks `can_see` on its own path
+        row = (await conn.execute(
+            select(resource_t.c.rid, resource_t.c.tenant, resource_t.c.res_type, resource_t.c.res_id,
+                   resource_t.c.version_id, resource_t.c.ts, resource_t.c.deleted, resource_t.c.content)
+            .where(resource_t.c.tenant == ctx.tenant, resource_t.c.res_type == res_type, resource_t.c.res_id == res_id)
+        )).first()
+        if row is None:
+            return
+        stored = StoredResource.from_row(row)
+        if not stored.deleted and not self._can_see(ctx, stored, conn):
+            raise NotFound(f"未找到资源 {res_type}/{res_id} (resource not found)")
 
     async def _deny(self, ctx, action, res_type, res_id, reason, conn) -> None:
         await self.recorder.record(conn, ctx, action, res_type, res_id, "denied", {"reason": reason})
@@ -271,25 +523,53 @@ class AuthorizationPolicy:
         (https://hl7.org/fhir/uv/bulkdata/STU2/export.html#bulk-data-kick-off-request:
         the server limits the data to the resources the client is authorised for)."""
         params = params if params is not None else {}
-        grants = grants_for(ctx.scopes)
         wanted = params.get("types") or export_types(params.get("level", "system"), None)
-        allowed, own = [], False
+        allowed, limited = [], None
         for t in wanted:
-            reaches = {grants.reach(t, "r", ctx.patient), grants.reach(t, "s", ctx.patient)}
-            if None in reaches:
+            r, s = reach_of(ctx, t, "r"), reach_of(ctx, t, "s")
+            if r is None or s is None:
                 continue
             allowed.append(t)
-            own = own or COMPARTMENT in reaches
+            if not (r.tenant and s.tenant):
+                both = Reach(r.sets & s.sets) if not (r.tenant or s.tenant) else Reach(r.sets | s.sets)
+                limited = both if limited is None else limited | both
         if not allowed:
             await self._deny(ctx, "export", res_type, res_id, "no scope grants r and s on the exported types", conn)
-        if own:
-            if not ctx.patient:
-                await self._deny(ctx, "export", res_type, res_id, "patient scopes need a patient", conn)
-            # a patient-scoped export writes that patient's compartment only, at any level
+        if limited is not None:
+            # a set-limited export writes those patients' compartments only, at any level
             params["level"] = "patient"
-            params["patients"] = [ctx.patient]
+            params["patients"] = sorted(patients_in_reach(ctx, limited))
             allowed = [t for t in allowed if t in set(export_types("patient", None))]
         params["types"] = allowed
+
+
+def _already_denied(ctx: AuthContext, res_type, res_id, outcome: str) -> bool:
+    """A 404 for a resource `can_see` hid was recorded as `denied` already."""
+    if outcome != "not-found" or not res_type or not res_id:
+        return False
+    return (res_type, res_id) in request_scope(ctx).hidden
+
+
+@lru_cache(maxsize=512)
+def _type_buckets(scopes: tuple[str, ...], roles: tuple[str, ...], has_patient: bool):
+    """For a search across types: (types seen tenant-wide, [(reach, types)]); (None, []) when
+    every type is seen tenant-wide."""
+    grants = grants_for(scopes)
+    wild = [s for s in grants.scopes if s.resource_type == "*" and s.query is None and s.permissions & {"r", "s"}]
+    if any(s.context == "system" for s in wild):
+        return None, []
+    probe = AuthContext(tenant="-", scopes=scopes, roles=roles, patient="-" if has_patient else None)
+    candidates = resource_types() if wild else {s.resource_type for s in grants.scopes if s.resource_type != "*"}
+    tenant_types, by_reach = [], {}
+    for t in sorted(candidates):
+        reach = visible_reach(probe, t)
+        if reach is None:
+            continue
+        if reach.tenant:
+            tenant_types.append(t)
+        elif t in compartment_types():
+            by_reach.setdefault(reach, []).append(t)
+    return tenant_types, sorted(by_reach.items(), key=lambda kv: sorted(kv[0].sets))
 
 
 class BoundPolicy:
@@ -310,7 +590,7 @@ class BoundPolicy:
         await self.policy._check(ctx, action, res_type, res_id, resource, self.conn)
 
     def can_see(self, ctx, stored) -> bool:
-        return self.policy.can_see(ctx, stored)
+        return self.policy._can_see(ctx, stored, self.conn)
 
     def search_filter(self, ctx, table, res_type):
         return self.policy.search_filter(ctx, table, res_type)
@@ -326,6 +606,8 @@ class BoundPolicy:
             # In-process services read as the system on behalf of a workflow whose own
             # caller is audited; their reads are not recorded one by one (their writes are).
             for action, res_type, res_id, outcome in others:
+                if _already_denied(ctx, res_type, res_id, outcome):
+                    continue
                 await rec.record(self.conn, ctx, action, res_type, res_id, outcome, detail)
         if not writes:
             return
@@ -380,6 +662,14 @@ class AuditRecorder:
             await self.flush()  # back-pressure instead of dropping entries
         else:
             self._schedule(now=len(self._pending) >= self.batch)
+
+    def record_nowait(self, conn, ctx, action, res_type, res_id, outcome, detail=None) -> None:
+        """`record` from synchronous code (`can_see`): buffered, appended by the next flush."""
+        from yiyun.core.db import get_engine
+
+        engine = conn.engine if conn is not None else get_engine()
+        self._pending.append((engine, self.entry(ctx, action, res_type, res_id, outcome, detail)))
+        self._schedule(now=len(self._pending) >= self.batch)
 
     async def append_in(self, conn, entries) -> None:
         from yiyun.identity.audit import AuditChainError, append
