@@ -47,6 +47,7 @@ from yiyun.fhir.model import now_us
 from yiyun.identity.auth import AuthContext, claims_for, context_from_claims
 from yiyun.identity.signin_tables import session as session_table
 from yiyun.identity.tables import account, membership
+from yiyun.identity.tables import tenant as tenant_table
 
 COOKIE = "yiyun_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -207,6 +208,7 @@ class SignedIn:
     display_name: str
     kind: str
     context: AuthContext
+    tenant_name: str = ""
 
 
 async def signed_in(conn: AsyncConnection, cookie: str | None, *, base_url: str,
@@ -218,9 +220,11 @@ async def signed_in(conn: AsyncConnection, cookie: str | None, *, base_url: str,
         return None
     row = (await conn.execute(
         select(account.c.username, account.c.display_name, account.c.kind, account.c.status,
-               account.c.fhir_ref, membership.c.roles, membership.c.fhir_ref.label("member_ref"))
+               account.c.fhir_ref, membership.c.roles, membership.c.fhir_ref.label("member_ref"),
+               tenant_table.c.name.label("tenant_name"))
         .select_from(account.join(membership, and_(membership.c.account_id == account.c.id,
-                                                   membership.c.tenant == info.tenant)))
+                                                   membership.c.tenant == info.tenant))
+                     .join(tenant_table, tenant_table.c.slug == membership.c.tenant))
         .where(account.c.id == info.account_id)
     )).first()
     if row is None or row.status != "active":
@@ -235,7 +239,7 @@ async def signed_in(conn: AsyncConnection, cookie: str | None, *, base_url: str,
         client_address=client_address, base_url=base_url, patient=patient, token_id=f"session:{info.id_hash[:16]}",
         fhir_user=fhir_user, account_id=info.account_id, display_name=row.display_name, via_session=True,
     )
-    return SignedIn(info, info.account_id, row.username, row.display_name, row.kind, ctx)
+    return SignedIn(info, info.account_id, row.username, row.display_name, row.kind, ctx, row.tenant_name)
 
 
 def _client(request: Request | WebSocket) -> str | None:
@@ -402,28 +406,32 @@ def clear_session_cookie(response, request: Request) -> None:
 
 
 class SessionAuthMiddleware:
-    """Resolves the session cookie of FHIR API requests (`/fhir/R4/...`) before the FHIR
-    layer asks who is calling: its context provider is synchronous, the session lookup is
-    not. Only requests without an `Authorization` header and with the cookie are looked
-    up; the result waits in the request state for `yiyun.identity.auth.fhir_request_context`.
-    FHIR requests send the CSRF token in the `X-CSRF-Token` header.
+    """Looks up the session cookie before the route runs, once per request.
+
+    The FHIR layer's context provider is synchronous and so is page rendering (the header
+    shows who is signed in), while the session lookup is not: for every request carrying
+    the cookie (static files excepted) the signed-in user is put in the request state. For
+    FHIR requests (`/fhir/R4/...`) without an `Authorization` header the outcome is also
+    prepared for `yiyun.identity.auth.fhir_request_context`, CSRF included: FHIR requests
+    send the token in the `X-CSRF-Token` header.
     """
 
-    def __init__(self, app, prefix: str = "/fhir/R4") -> None:
+    def __init__(self, app, fhir_prefix: str = "/fhir/R4") -> None:
         self.app = app
-        self.prefix = prefix
+        self.fhir_prefix = fhir_prefix
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope.get("path", "").startswith(self.prefix):
+        if scope["type"] == "http" and not scope.get("path", "").startswith("/static/"):
             request = Request(scope)
-            if "authorization" not in request.headers and request.cookies.get(COOKIE):
+            if request.cookies.get(COOKIE):
                 user = await current_user(request)
-                state = scope.setdefault("state", {})
-                if user is None:
-                    state["yiyun_session_auth"] = "expired"
-                elif request.method.upper() in UNSAFE_METHODS and not csrf_matches(
-                        user.session.csrf_token, request.headers.get(CSRF_HEADER)):
-                    state["yiyun_session_auth"] = "csrf"
-                else:
-                    state["yiyun_session_auth"] = user.context
+                if "authorization" not in request.headers and scope.get("path", "").startswith(self.fhir_prefix):
+                    state = scope.setdefault("state", {})
+                    if user is None:
+                        state["yiyun_session_auth"] = "expired"
+                    elif request.method.upper() in UNSAFE_METHODS and not csrf_matches(
+                            user.session.csrf_token, request.headers.get(CSRF_HEADER)):
+                        state["yiyun_session_auth"] = "csrf"
+                    else:
+                        state["yiyun_session_auth"] = user.context
         await self.app(scope, receive, send)

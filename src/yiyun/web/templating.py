@@ -33,11 +33,17 @@ def request_locale(request: Request) -> str:
 
 
 def render(request: Request, template: str, **context) -> HTMLResponse:
+    """Render a page. Every template also gets `current_user` (the signed-in user:
+    `.display_name`, `.username`, `.tenant_name`, `.context` the AuthContext; None when nobody
+    is signed in) and `csrf_token` (put it in every POST form as `csrf_token`)."""
     locale = request_locale(request)
     env = environment()
     tr = translations(locale)
     template_obj = env.get_template(template)
     env.install_gettext_translations(tr, newstyle=True)
+    user = getattr(request.state, "yiyun_signed_in", None)  # looked up by the session middleware
+    context.setdefault("current_user", user)
+    context.setdefault("csrf_token", user.session.csrf_token if user else "")
     html = template_obj.render(request=request, locale=locale, html_lang="zh-CN" if locale == "zh_CN" else "en", **context)
     response = HTMLResponse(html)
     if request.query_params.get("lang"):
