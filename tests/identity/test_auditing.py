@@ -71,7 +71,7 @@ async def create(c, tenant, body):
 
 
 async def flushed(app):
-    await app.state.policy.recorder.flush()
+    await app.state.policy.recorder.close()  # waits for flushes in flight
 
 
 async def entries(engine, tenant, **kw):

@@ -70,18 +70,23 @@ async def _record(request: Request, ctx: RequestContext, action: str, outcome: s
     await request.app.state.policy.recorder.record(None, ctx, action, res_type, res_id, outcome, detail)
 
 
+async def _record_denial(request: Request, ctx: AuthContext, res_type: str = "AuditEvent") -> None:
+    """A refused read of the audit trail. Refusals on `/api` are recorded for every route by
+    `yiyun.identity.auditing.AuditGuardMiddleware`; the FHIR API's are recorded here."""
+    if request.url.path.startswith("/fhir/"):
+        await _record(request, ctx, "audit-read", "denied", res_type=res_type, detail={"path": request.url.path[:200]})
+
+
 async def require_auditor(request: Request, ctx: AuthContext = Depends(require_subject)) -> AuthContext:
     if not may_read_audit(ctx):
-        await _record(request, ctx, "audit-read", "denied", detail={"path": request.url.path})
+        await _record_denial(request, ctx)
         raise Forbidden("仅审计员或隐私官可以查看审计日志 (auditor or privacy officer only)")
     return ctx
 
 
 def _role_guard(roles: frozenset[str], message: str):
-    async def guard(request: Request, ctx: AuthContext = Depends(require_subject)) -> AuthContext:
+    async def guard(ctx: AuthContext = Depends(require_subject)) -> AuthContext:
         if not roles.intersection(ctx.roles):
-            await _record(request, ctx, "audit-read", "denied", res_type="SecurityEvent",
-                          detail={"path": request.url.path, "method": request.method})
             raise Forbidden(message)
         return ctx
 
@@ -675,9 +680,8 @@ async def access_log(conn, ctx: AuthContext, *, limit: int = 50, before: int | N
     return AccessLog(patient=f"Patient/{pid}", entries=out, next_before=rows[-1].seq if more and rows else None)
 
 
-async def require_patient(request: Request, ctx: AuthContext = Depends(require_subject)) -> AuthContext:
+async def require_patient(ctx: AuthContext = Depends(require_subject)) -> AuthContext:
     if "patient" not in ctx.roles or not ctx.patient:
-        await _record(request, ctx, "audit-read", "denied", detail={"path": request.url.path})
         raise Forbidden("仅患者本人可以查看自己的访问记录 (patients only, for their own record)")
     return ctx
 

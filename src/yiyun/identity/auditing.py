@@ -7,7 +7,7 @@ runs the security scan in the background when `YIYUN_SECURITY_SCAN_SECONDS` > 0.
 
 Refused requests (GB/T 22239-2019 8.1.4.3 安全审计: record security-relevant events,
 including failed access): the FHIR access policy already records 403 and 404 of token
-holders and this module's routes record their own refusals. What nobody else sees is
+holders and the AuditEvent routes record their own refusals. What nobody else sees is
 recorded here, from the response status of `/fhir/R4` and `/api` requests:
 
 - 401 with a credential (a bearer token or a session cookie): `token-rejected`, outcome
@@ -35,8 +35,6 @@ from yiyun.fhir.model import RequestContext
 log = get_logger("yiyun.audit")
 
 REFUSED = frozenset({400, 405, 406, 413, 415, 422, 431})
-# Routes that record their own refusals (yiyun.identity.audit_api).
-SELF_RECORDING = ("/api/audit/", "/api/me/access-log", "/api/security/")
 
 
 def scan_interval() -> float:
@@ -77,6 +75,8 @@ def _context_for(scope, headers: dict[str, str]) -> tuple[RequestContext, dict]:
     known = state.get("auth_context")
     if known is None and isinstance(state.get("yiyun_session_auth"), RequestContext):
         known = state["yiyun_session_auth"]
+    if known is None and getattr(state.get("yiyun_signed_in"), "context", None) is not None:
+        known = state["yiyun_signed_in"].context  # a signed-in session refused for its CSRF token
     if known is not None:
         return known, {}
     auth = headers.get("authorization", "")
@@ -138,12 +138,11 @@ class AuditGuardMiddleware:
 
     async def _record_refusal(self, scope, path: str, status: int) -> None:
         fhir = path.startswith("/fhir/R4")
-        own = path.startswith(SELF_RECORDING)
         if status == 401:
             action = "token-rejected"
         elif status in REFUSED:
             action = "request-refused"
-        elif status == 403 and not own and (not fhir or (scope.get("state") or {}).get("yiyun_session_auth") == "csrf"):
+        elif status == 403 and (not fhir or (scope.get("state") or {}).get("yiyun_session_auth") == "csrf"):
             action = "request-refused"
         else:
             return
