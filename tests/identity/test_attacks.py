@@ -370,3 +370,32 @@ async def test_a_planted_session_id_is_worth_nothing(app, c, engine, tenant):
     entries = await recorded(app, engine, default, action="token-rejected")
     assert sum(1 for e in entries if (e.detail_value or {}).get("credential") == "session"
                and e.client_address == c._transport.client[0]) == 2
+
+
+async def test_sign_in_brute_force_is_slowed_locked_recorded_and_raises_an_event(app, c, engine, tenant, address):
+    from yiyun.identity.accounts import create_staff, create_tenant
+
+    username = f"victim-{tenant}"
+    async with unit_of_work(engine) as conn:
+        await create_tenant(conn, tenant, name="攻防医院", kind="hospital")
+        await create_staff(conn, username=username, display_name="受害者", password="Correct-Horse-42-Battery",
+                           tenant_slug=tenant, roles=["doctor"])
+    form_token = secrets.token_urlsafe(16)
+    c.cookies.set("yiyun_signin", form_token)
+    statuses = []
+    for i in range(12):
+        r = await c.post("/signin", data={"username": username, "password": f"guess-{i}", "csrf_token": form_token,
+                                          "next": "/"})
+        statuses.append(r.status_code)
+        assert "yiyun_session" not in r.headers.get("set-cookie", "")
+    assert set(statuses) <= {401, 429} and statuses[0] == 401 and statuses[-1] == 429
+    # even the right password is refused while the account is held back
+    r = await c.post("/signin", data={"username": username, "password": "Correct-Horse-42-Battery",
+                                      "csrf_token": form_token, "next": "/"})
+    assert r.status_code == 429 and "yiyun_session" not in r.headers.get("set-cookie", "")
+    failures = await recorded(app, engine, tenant, action=["signin-failed", "signin-locked"])
+    assert len([e for e in failures if e.client_address == address]) >= 13
+    await scan(engine, tenant=tenant)
+    async with unit_of_work(engine, write=False) as conn:
+        events = await list_events(conn, tenant, kind="failed-signins")
+    assert {e["subject"] for e in events} == {username, f"address:{address}"}

@@ -51,9 +51,10 @@ KINDS = ("failed-signins", "many-patients", "break-glass", "after-hours")
 STATUSES = ("open", "acknowledged", "closed")
 SEVERITY = {"failed-signins": "medium", "many-patients": "medium", "break-glass": "high", "after-hours": "low"}
 
-# Audit actions that count as a failed authentication: sign-in pages write `login-failed`
-# (or `signin-failed`), the API writes `token-rejected` for a forged or expired token.
-FAILED_ACTIONS = frozenset({"login-failed", "signin-failed", "token-rejected"})
+# Audit actions that count as a failed authentication: the sign-in pages write `signin-failed`
+# and `signin-locked` (`login-failed` is the older name), the API writes `token-rejected` for
+# a forged or expired token or session (`yiyun.identity.auditing`).
+FAILED_ACTIONS = frozenset({"login-failed", "signin-failed", "signin-locked", "token-rejected"})
 READ_ACTIONS = frozenset({"read", "vread", "search", "history"})
 RECORD_ACTIONS = READ_ACTIONS | frozenset({"create", "update", "patch", "delete", "export", "operation"})
 
