@@ -18,7 +18,7 @@
     const base = "/api/consultations/" + encodeURIComponent(opts.consultationId);
     const headers = (global.YiyunChat ? YiyunChat.authHeaders(token) : (token ? { Authorization: "Bearer " + token } : {}));
     const call = { pc: null, state: "new", role: null, caller: false, ws: null, stream: null, pending: [], ended: false,
-      hangup: hangup };
+      offered: false, hangup: hangup };
     function setState(s) { call.state = s; if (opts.onState) opts.onState(s, call); }
 
     function send(frame) {
@@ -71,7 +71,9 @@
 
     async function offer() {
       const pc = call.pc;
-      if (pc.signalingState !== "stable" || pc.connectionState === "connected") return;
+      // both joins (the callee's own and its reply to ours) may arrive: offer once
+      if (call.offered || pc.signalingState !== "stable") return;
+      call.offered = true;
       setState("connecting");
       await pc.setLocalDescription(await pc.createOffer());
       send({ type: "offer", sdp: pc.localDescription.sdp });
@@ -90,7 +92,7 @@
           else if (!f.reply) send({ type: "join", reply: true });
           break;
         case "offer":
-          if (call.caller) return;
+          if (call.caller || pc.remoteDescription) return;
           setState("connecting");
           await pc.setRemoteDescription({ type: "offer", sdp: f.sdp });
           await pc.setLocalDescription(await pc.createAnswer());
@@ -98,7 +100,7 @@
           await flushIce();
           break;
         case "answer":
-          if (!call.caller) return;
+          if (!call.caller || pc.signalingState !== "have-local-offer") return;
           await pc.setRemoteDescription({ type: "answer", sdp: f.sdp });
           await flushIce();
           break;
