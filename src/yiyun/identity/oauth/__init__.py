@@ -14,16 +14,12 @@ def install(app: FastAPI) -> None:
     """Mount this module's routes on `app` (called once by the composition root)."""
     from yiyun.fhir import capability
     from yiyun.identity.oauth.api import router
+    from yiyun.identity.oauth.authorize import router as authorize_router
     from yiyun.identity.oauth.revocation import RevocationRefresh
     from yiyun.identity.smart import capability_security
 
     app.include_router(router)
-    try:
-        from yiyun.identity.oauth.authorize import router as authorize_router
-    except ImportError:  # the consent flow needs the web sessions module
-        authorize_router = None
-    if authorize_router is not None:
-        app.include_router(authorize_router)
+    app.include_router(authorize_router)
     app.add_middleware(RevocationRefresh)
     if capability_security not in capability.SECURITY_CONTRIBUTORS:
         capability.SECURITY_CONTRIBUTORS.append(capability_security)

@@ -99,25 +99,43 @@ async def token(request: Request) -> JSONResponse:
         if handler is None:
             raise OAuthError("unsupported_grant_type", "不支持的授权类型 (unsupported grant_type)")
         engine = get_engine()
+        refused: OAuthError | None = None
+        revoked_until: int | None = None
         async with unit_of_work(engine) as conn:
             auth = await server.authenticate_client(conn, form, request.headers.get("authorization", ""),
                                                     server.token_url(_base(request)), caller.seen)
-            issued = await handler(conn, engine, auth, form)
-            claims = issued.claims
-            await audit.append(conn, [audit.AuditEntry(
-                tenant=claims.tenant, actor=claims.subject, role=",".join(claims.roles) or None, action="token-issued",
-                resource_type="OAuthClient", resource_id=auth.client.client_id[:64],
-                patient=f"Patient/{claims.patient}" if claims.patient else None,
-                purpose="SYSADMIN" if grant_type == "client_credentials" else None,
-                client_address=_address(request),
-                detail={"grant_type": grant_type, "scope": claims.scope, "jti": claims.token_id,
-                        "grant": claims.grant_id, "expires": claims.expires, "auth": auth.method,
-                        "refresh_token": "refresh_token" in issued.body, "id_token": "id_token" in issued.body},
-            )])
+            try:
+                issued = await handler(conn, engine, auth, form)
+            except OAuthError as err:
+                # The refusal commits what it used up: a code or refresh token presented once is
+                # spent even when the exchange fails, and a replay's revocation stays.
+                refused = err
+                if err.revoke_grant:
+                    revoked_until = await server.revoke_replayed(conn, err.revoke_grant,
+                                                                 client_address=_address(request))
+            else:
+                await audit.append(conn, [_issued_entry(request, auth, issued, grant_type)])
+        if refused is not None:
+            if revoked_until and refused.revoke_grant:
+                revocation.remember(refused.revoke_grant, revoked_until)
+            raise refused
         return JSONResponse(issued.body, headers=NO_STORE)
     except OAuthError as err:
         await _refused(request, err, tenant=caller.tenant, client_id=caller.client_id, what="token")
         return err.response()
+
+
+def _issued_entry(request: Request, auth, issued, grant_type: str) -> audit.AuditEntry:
+    claims = issued.claims
+    return audit.AuditEntry(
+        tenant=claims.tenant, actor=claims.subject, role=",".join(claims.roles) or None, action="token-issued",
+        resource_type="OAuthClient", resource_id=auth.client.client_id[:64],
+        patient=f"Patient/{claims.patient}" if claims.patient else None,
+        purpose="SYSADMIN" if grant_type == "client_credentials" else None, client_address=_address(request),
+        detail={"grant_type": grant_type, "scope": claims.scope, "jti": claims.token_id, "grant": claims.grant_id,
+                "expires": claims.expires, "auth": auth.method, "refresh_token": "refresh_token" in issued.body,
+                "id_token": "id_token" in issued.body},
+    )
 
 
 async def _authenticated_call(request: Request, what: str, work):

@@ -16,6 +16,9 @@ class OAuthError(Exception):
         super().__init__(description)
         self.error, self.description, self.status = error, description, status
         self.basic_challenge = basic_challenge
+        # a grant to revoke once the request's own transaction has ended (a replayed code or
+        # refresh token): the revocation must stay although the request fails
+        self.revoke_grant: str | None = None
 
     def response(self) -> JSONResponse:
         headers = dict(NO_STORE)

@@ -281,8 +281,9 @@ async def authorization_code_grant(conn: AsyncConnection, engine, auth: Authenti
     if use.status == "unknown" or use.client_id != client.client_id:
         raise invalid_grant("授权码无效 (invalid authorization code)")
     if use.status == "replayed":
-        await _revoke_committed(engine, use.grant_id)
-        raise invalid_grant("授权码已被使用，由它签发的令牌已全部撤销 (authorization code reused: tokens issued from it are revoked)")
+        err = invalid_grant("授权码已被使用，由它签发的令牌已全部撤销 (authorization code reused: tokens issued from it are revoked)")
+        err.revoke_grant = use.grant_id
+        raise err
     if use.status == "expired":
         raise invalid_grant("授权码已过期 (authorization code expired)")
     if redirect_uri != use.redirect_uri:
@@ -307,8 +308,9 @@ async def refresh_token_grant(conn: AsyncConnection, engine, auth: Authenticated
     if grant is None or grant.client_id != client.client_id:
         raise invalid_grant("刷新令牌无效 (invalid refresh token)")
     if use.status == "reused":
-        await _revoke_committed(engine, grant.grant_id)
-        raise invalid_grant("刷新令牌已被使用过，整个授权已撤销 (refresh token reused: the whole grant is revoked)")
+        err = invalid_grant("刷新令牌已被使用过，整个授权已撤销 (refresh token reused: the whole grant is revoked)")
+        err.revoke_grant = grant.grant_id
+        raise err
     if use.status == "expired" or grant.expires_ts <= grants.now_us():
         raise invalid_grant("刷新令牌已过期 (refresh token expired)")
     if grant.revoked:
@@ -344,16 +346,21 @@ GRANTS = {
 }
 
 
-async def _revoke_committed(engine, grant_id: str | None) -> None:
-    """Revocation that stays even though the request then fails (its own transaction)."""
-    from yiyun.core.db import unit_of_work
-    from yiyun.identity.oauth import revocation
+async def revoke_replayed(conn: AsyncConnection, grant_id: str, *, client_address: str | None = None) -> int | None:
+    """Revoke the grant of a replayed code or refresh token; returns until when its id must be
+    refused (µs), None when there is no such grant."""
+    from yiyun.identity import audit
 
-    if not grant_id:
-        return
-    async with unit_of_work(engine) as conn:
-        await grants.revoke_grant(conn, grant_id)
-    revocation.remember(grant_id, grants.now_us() + grants.access_lifetime_us() + 300 * grants.SECOND)
+    grant = await grants.get_grant(conn, grant_id)
+    if grant is None:
+        return None
+    await grants.revoke_grant(conn, grant_id)
+    await audit.append(conn, [audit.AuditEntry(
+        tenant=grant.tenant, actor=f"client:{grant.client_id}", action="token-revoked", outcome="ok",
+        resource_type="OAuthClient", resource_id=grant.client_id[:64], client_address=client_address,
+        detail={"kind": "grant", "id": grant_id, "reason": "replayed code or refresh token"},
+    )])
+    return grants.now_us() + grants.access_lifetime_us() + 300 * grants.SECOND
 
 
 # ----------------------------------------------- introspection, revocation
