@@ -26,7 +26,7 @@ from yiyun.knowledge.cli import app as knowledge_app  # noqa: E402
 
 app.add_typer(knowledge_app, name="knowledge", help="Medical knowledge: triage, diagnosis, Q&A, drugs.")
 
-from yiyun.identity.cli import audit_app  # noqa: E402
+from yiyun.identity.cli import audit_app, keys_app  # noqa: E402
 from yiyun.identity.commands import tenant_app, token_app, user_app  # noqa: E402
 
 app.add_typer(tenant_app, name="tenant")
@@ -36,6 +36,7 @@ app.add_typer(audit_app, name="audit")
 from yiyun.identity.security_cli import security_app  # noqa: E402
 
 app.add_typer(security_app, name="security")
+app.add_typer(keys_app, name="keys")
 from yiyun.identity.oauth.cli import client_app  # noqa: E402
 
 app.add_typer(client_app, name="client")

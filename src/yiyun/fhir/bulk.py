@@ -27,6 +27,7 @@ from yiyun.core.logging import get_logger
 from yiyun.core.settings import get_settings
 from yiyun.fhir.history import parse_instant_us
 from yiyun.fhir.model import instant_from_us, now_us
+from yiyun.fhir.protection import FULL, Disclosure, disclosure_for, reveal_content
 from yiyun.fhir.router import FhirResponse, Operation, operations
 from yiyun.fhir.search.tables import idx_reference
 from yiyun.fhir.tables import export_job
@@ -67,7 +68,7 @@ async def _member_ids(conn: AsyncConnection, tenant: str, group_id: str) -> list
 
 
 def _type_query(tenant: str, res_type: str, level: str, since_us: int | None, patients: list[str] | None):
-    stmt = select(resource_t.c.rid, resource_t.c.content).where(
+    stmt = select(resource_t.c.rid, resource_t.c.res_id, resource_t.c.content).where(
         resource_t.c.tenant == tenant, resource_t.c.res_type == res_type, resource_t.c.deleted.is_(False)
     )
     if since_us is not None:
@@ -109,6 +110,7 @@ async def write_ndjson(
     group_id: str | None = None,
     patients: list[str] | None = None,
     on_progress=None,
+    disclosure: Disclosure = FULL,
 ) -> list[dict]:
     """Write one NDJSON file per type with at least one resource; returns [{type, file, count}].
 
@@ -121,7 +123,7 @@ async def write_ndjson(
             members = await _member_ids(conn, tenant, group_id)
             patients = members if patients is None else [p for p in members if p in set(patients)]
         for res_type in export_types(level, list(types) if types else None):
-            count = await _write_type(conn, tenant, res_type, level, since_us, patients, out_dir)
+            count = await _write_type(conn, tenant, res_type, level, since_us, patients, out_dir, disclosure)
             if count:
                 outputs.append({"type": res_type, "file": f"{res_type}.ndjson", "count": count})
                 if on_progress:
@@ -129,7 +131,7 @@ async def write_ndjson(
     return outputs
 
 
-async def _write_type(conn, tenant, res_type, level, since_us, patients, out_dir: Path) -> int:
+async def _write_type(conn, tenant, res_type, level, since_us, patients, out_dir: Path, disclosure=FULL) -> int:
     base = _type_query(tenant, res_type, level, since_us, patients)
     last, count = 0, 0
     path = out_dir / f"{res_type}.ndjson"
@@ -143,7 +145,8 @@ async def _write_type(conn, tenant, res_type, level, since_us, patients, out_dir
                 break
             if fh is None:
                 fh = path.open("wb")
-            fh.write(b"\n".join(bytes(r.content) for r in rows) + b"\n")
+            # resident IDs and phones as the exporter may see them (yiyun.fhir.protection)
+            fh.write(b"\n".join(reveal_content(res_type, r.res_id, bytes(r.content), disclosure)[0] for r in rows) + b"\n")
             count += len(rows)
             last = rows[-1].rid
     finally:
@@ -180,6 +183,7 @@ async def run_export_job(engine: AsyncEngine, job_id: str, base_url: str) -> Non
             group_id=params.get("group_id"),
             patients=params.get("patients"),
             on_progress=progress,
+            disclosure=Disclosure.from_dict(params.get("disclosure")),
         )
     except Exception as exc:  # recorded on the job: the poller reports it as an OperationOutcome
         log.exception("export_failed", job_id=job_id)
@@ -246,6 +250,7 @@ async def kickoff(router, req, repo, res_type, res_id) -> FhirResponse:
     # for a patient-scoped token `level` and `patients` (that patient's compartment only).
     await repo.policy.check(repo.ctx, "export", res_type, res_id, params)
     params["owner"] = repo.ctx.subject
+    params["disclosure"] = disclosure_for(repo.ctx).as_dict()
     job_id = uuid.uuid4().hex
     base = repo.ctx.base_url
     path = "/".join(p for p in (base, res_type, res_id, "$export") if p)

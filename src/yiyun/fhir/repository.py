@@ -30,6 +30,7 @@ from yiyun.core.errors import (
     Unprocessable,
     YiyunError,
 )
+from yiyun.fhir import protection as fhir_protection
 from yiyun.fhir import search as fhir_search
 from yiyun.fhir.access import AccessPolicy, current_policy
 from yiyun.fhir.hooks import run_write_hooks
@@ -122,6 +123,16 @@ class FhirRepository:
         self._sqlite = is_sqlite(conn.engine)
         # Work to start only once the unit of work has committed (e.g. an export job).
         self.after_commit: list = []
+        self._disclosure: fhir_protection.Disclosure | None = None
+
+    def shown(self, stored: StoredResource) -> StoredResource:
+        """A stored version as this caller may see it: protected values (resident IDs, phones)
+        in full or masked (`yiyun.fhir.protection`)."""
+        if fhir_protection.current_protector() is None:
+            return stored
+        if self._disclosure is None:
+            self._disclosure = fhir_protection.disclosure_for(self.ctx)
+        return fhir_protection.reveal(stored, self._disclosure)
 
     # ------------------------------------------------------------------ reads
     async def _current(self, res_type: str, res_id: str, *, lock: bool = False) -> StoredResource | None:
@@ -171,7 +182,7 @@ class FhirRepository:
                 headers={"ETag": stored.etag, "Last-Modified": stored.last_modified},
             )
         await self.policy.record(self.ctx, "read", res_type, res_id, "ok")
-        return stored
+        return self.shown(stored)
 
     async def vread(self, res_type: str, res_id: str, version: str) -> StoredResource:
         self._check_type(res_type)
@@ -192,7 +203,7 @@ class FhirRepository:
         await self.policy.record(self.ctx, "vread", res_type, res_id, "ok")
         if stored.deleted:
             raise Gone(f"资源 {res_type}/{res_id} 的版本 {version} 是删除记录 (this version is a deletion)")
-        return stored
+        return self.shown(stored)
 
     async def exists(self, res_type: str, res_id: str) -> bool:
         stored = await self._current(res_type, res_id)
@@ -214,6 +225,9 @@ class FhirRepository:
             where_hook=lambda table, rtype: self.policy.search_filter(self.ctx, table, rtype),
         )
         await self.policy.record(self.ctx, "search", res_type, None, "ok", detail=params)
+        if fhir_protection.current_protector() is not None:
+            result.matches = [self.shown(s) for s in result.matches]
+            result.included = [self.shown(s) for s in result.included]
         return result
 
     async def find(self, res_type: str, criteria: list[tuple[str, str]]) -> list[StoredResource]:
@@ -222,7 +236,7 @@ class FhirRepository:
             self.conn, self.ctx, res_type, [*criteria, ("_count", "3")], strict=True,
             where_hook=lambda table, rtype: self.policy.search_filter(self.ctx, table, rtype),
         )
-        return result.matches
+        return [self.shown(s) for s in result.matches]
 
     # ---------------------------------------------------------------- history
     async def history(
@@ -259,7 +273,7 @@ class FhirRepository:
         stmt = stmt.order_by(version_t.c.ts.desc(), version_t.c.rid.desc(), version_t.c.version_id.desc())
         stmt = stmt.limit(at_most)
         rows = [StoredResource.from_row(r) for r in await self.conn.execute(stmt)]
-        visible = [s for s in rows if self.policy.can_see(self.ctx, s)]
+        visible = [self.shown(s) for s in rows if self.policy.can_see(self.ctx, s)]
         await self.policy.record(self.ctx, "history", res_type, res_id, "ok")
         return visible
 
@@ -293,7 +307,7 @@ class FhirRepository:
                 raise Conflict(f"资源 {res_type}/{res_id} 已存在 (resource already exists)")
         await self._persist([plan])
         await self.policy.record(self.ctx, "create", res_type, res_id, "ok")
-        return WriteResult(plan.stored, created=True, outcome="created")
+        return WriteResult(self.shown(plan.stored), created=True, outcome="created")
 
     async def update(
         self, res_type: str, res_id: str, resource: Any, *, if_match: int | None = None
@@ -318,7 +332,7 @@ class FhirRepository:
         await self._persist([plan])
         created = existing is None or existing.deleted
         await self.policy.record(self.ctx, "create" if created else "update", res_type, res_id, "ok")
-        return WriteResult(plan.stored, created=created, outcome="created" if created else "updated")
+        return WriteResult(self.shown(plan.stored), created=created, outcome="created" if created else "updated")
 
     async def conditional_update(
         self, res_type: str, criteria: list[tuple[str, str]], resource: Any, *, if_match: int | None = None
@@ -356,7 +370,8 @@ class FhirRepository:
         if current.deleted:
             raise Gone(f"资源 {res_type}/{res_id} 已删除 (resource deleted)")
         self._check_version(current, if_match)
-        patched = apply_patch(current.resource, operations)
+        # the patch applies to what this caller sees (a masked caller never tests a hidden value)
+        patched = apply_patch(self.shown(current).resource, operations)
         if patched.get("resourceType") != res_type or patched.get("id") != res_id:
             raise Unprocessable("补丁不能修改 resourceType 或 id (patch may not change resourceType or id)")
         return await self.update(res_type, res_id, patched, if_match=current.version_id)
@@ -373,7 +388,7 @@ class FhirRepository:
         plan = PlannedWrite(res_type, res_id, "DELETE", None, existing)
         await self._persist([plan])
         await self.policy.record(self.ctx, "delete", res_type, res_id, "ok")
-        return WriteResult(plan.stored, outcome="deleted")
+        return WriteResult(self.shown(plan.stored), outcome="deleted")
 
     async def conditional_delete(self, res_type: str, criteria: list[tuple[str, str]]) -> int:
         self._check_type(res_type)
@@ -413,6 +428,7 @@ class FhirRepository:
         ts = now_us()
         inserts: list[PlannedWrite] = []
         updates: list[PlannedWrite] = []
+        indexed: dict[int, dict] = {}  # what the search index sees of a resource with protected values
         for plan in plans:
             version = (plan.existing.version_id + 1) if plan.existing else 1
             if plan.resource is not None:
@@ -423,6 +439,10 @@ class FhirRepository:
                 meta["lastUpdated"] = instant_from_us(ts)
                 body["meta"] = meta
                 content = orjson.dumps(body)
+                sealed = self._seal(body, content)
+                if sealed is not None:
+                    body, content = sealed.stored, orjson.dumps(sealed.stored)
+                    indexed[id(plan)] = sealed.indexed
                 plan.resource = body
             else:
                 content = plan.existing.content if plan.existing else b"{}"
@@ -460,12 +480,22 @@ class FhirRepository:
                 for p in plans
             ],
         )
-        live = [(p.stored.rid, p.stored.tenant, p.resource) for p in plans if p.resource is not None]
+        live = [(p.stored.rid, p.stored.tenant, indexed.get(id(p), p.resource)) for p in plans if p.resource is not None]
         if live:
             await fhir_search.write_index(self.conn, live, replace=bool(updates))
         gone = [p.stored.rid for p in plans if p.resource is None]
         if gone:
             await fhir_search.delete_index(self.conn, gone)
+
+    @staticmethod
+    def _seal(body: dict, content: bytes) -> "fhir_protection.Sealed | None":
+        """Resident IDs and phone numbers are stored encrypted, indexed by blind index."""
+        if fhir_protection.current_protector() is None:
+            return None
+        try:
+            return fhir_protection.seal_resource(body, content)
+        except fhir_protection.ProtectionError as exc:
+            raise Unprocessable(str(exc)) from exc
 
     async def _insert_new(self, plans: list[PlannedWrite]) -> None:
         if not plans:
@@ -506,6 +536,8 @@ class FhirRepository:
             action = "delete" if plan.resource is None else ("update" if plan.existing else "create")
             await self.policy.check(self.ctx, action, plan.res_type, plan.res_id, plan.resource)
         await self._persist(plans)
+        for plan in plans:
+            plan.stored = self.shown(plan.stored)
         events = [
             ("delete" if p.resource is None else ("update" if p.existing else "create"), p.res_type, p.res_id, "ok")
             for p in plans

@@ -14,6 +14,9 @@ from typing import Optional
 
 import typer
 
+# Every command that writes the FHIR store (import, demo load) seals resident IDs and phones.
+from yiyun.identity.protection import store as _protection_store  # noqa: F401
+
 audit_app = typer.Typer(help="Tamper-evident audit log: verify the hash chains, print their heads.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key rings of field encryption and the audit chain.", no_args_is_help=True)
 
@@ -125,9 +128,13 @@ def keys_rotate(batch: int = typer.Option(500, "--batch", min=1, max=10000, help
     """Re-encrypt every registered encrypted column under the current key, batch by batch.
 
     Put the new key first in YIYUN_ENCRYPTION_KEYS (keep the old ones after it), run this,
-    then remove the old keys once it reports nothing left to rotate.
+    then remove the old keys once it reports nothing left to rotate. The FHIR store's
+    resident IDs and phone numbers are re-sealed too (current and historical versions, with
+    their blind indexes), including values stored before protection was switched on.
     """
     from yiyun.core.db import get_engine, unit_of_work
+    from yiyun.fhir.protection import reseal_batch
+    from yiyun.identity.protection import store as _store  # noqa: F401  (installs the FHIR protector)
     from yiyun.identity.protection.fields import encrypted_columns, protector, rotate_batch
 
     async def go():
@@ -142,10 +149,18 @@ def keys_rotate(batch: int = typer.Option(500, "--batch", min=1, max=10000, help
                 if after is None:
                     break
             totals[col.name] = total
-        return fp.ring.current_id, totals
+        total, after, unreadable = 0, 0, []
+        while after is not None:
+            async with unit_of_work(get_engine()) as conn:
+                changed, after = await reseal_batch(conn, after=after, batch=batch, unreadable=unreadable)
+            total += changed
+        totals["fhir_resource (resident IDs, phones)"] = total
+        return fp.ring.current_id, totals, unreadable
 
-    current, totals = _run(go)
-    if not totals:
-        typer.echo("no encrypted columns are registered: nothing to rotate")
+    current, totals, unreadable = _run(go)
+    for tenant, ref in unreadable[:20]:
+        typer.echo(f"UNREADABLE tenant={tenant} {ref}: no key of the ring opens its protected values", err=True)
+    if unreadable:
+        typer.echo(f"{len(unreadable)} stored version(s) could not be re-sealed: put their key back in the ring", err=True)
     for name, n in totals.items():
         typer.echo(f"{name}: {n} value(s) re-encrypted under {current}")

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 import orjson
 
+from yiyun.fhir.protection import index_view
 from yiyun.fhir.search import custom
 from yiyun.fhir.search.registry import Registry, builtin_registry
 from yiyun.fhir.search.tables import INDEX_TABLES, TABLE_BY_TYPE
@@ -113,7 +114,8 @@ async def reindex(conn: AsyncConnection, tenant: str | None = None, batch: int =
         if not rows:
             await analyze(conn)
             return count
-        items = [(row.rid, row.tenant, orjson.loads(row.content)) for row in rows]
+        # resources with protected values are indexed by blind index, never by their mask
+        items = [(row.rid, row.tenant, index_view(orjson.loads(row.content))) for row in rows]
         await write_index(conn, items, replace=True)
         count += len(items)
         last = rows[-1].rid

@@ -19,6 +19,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from yiyun.core.errors import BadRequest
+from yiyun.fhir.protection import search_codes
 from yiyun.fhir.search.registry import (
     COLUMN_PARAMS,
     UNSUPPORTED_PARAMS,
@@ -222,6 +223,23 @@ def token_test(name: str, v: str, c: Cols):
     return and_(*conds)
 
 
+def protected_token_test(name: str, param: str, v: str, c: Cols):
+    """A token test where the value may be stored as a blind index (resident IDs, phones:
+    `yiyun.fhir.protection`); otherwise exactly `token_test`."""
+    parts = split_escaped(v, "|")
+    if len(parts) == 1:
+        system, code = None, unescape(parts[0])
+    elif len(parts) == 2 and parts[0] != "":
+        system, code = unescape(parts[0]), unescape(parts[1])
+    else:
+        return token_test(name, v, c)
+    codes = search_codes(param, system, code)
+    if codes is None:
+        return token_test(name, v, c)
+    test = c.code.in_(list(dict.fromkeys(x[:STRING_LEN] for x in codes)))
+    return test if system is None else and_(c.system == system[:URI_LEN], test)
+
+
 def quantity_test(name: str, v: str, c: Cols):
     parts = split_escaped(v, "|")
     if len(parts) not in (1, 3):
@@ -360,21 +378,23 @@ def condition(qc: QueryContext, alias, res_type: str | None, key: str, values: l
                 parts = split_escaped(v, "|")
                 if len(parts) != 3 or not parts[1] or not parts[2]:
                     raise err(key, ":of-type takes type-system|type-code|value")
+                value = unescape(parts[2])
+                codes = search_codes(name, None, value) or [value]
                 tests.append(
                     and_(
                         cols.system == f"{unescape(parts[0])}|{unescape(parts[1])}"[:URI_LEN],
-                        cols.code == unescape(parts[2])[:STRING_LEN],
+                        cols.code.in_(list(dict.fromkeys(x[:STRING_LEN] for x in codes))),
                     )
                 )
             else:
-                tests.append(token_test(key, v, cols))
+                tests.append(protected_token_test(key, name, v, cols))
     elif ptype == "string":
         tests = [string_test(key, v, modifier, cols) for v in values]
     elif ptype == "reference":
         if modifier == "identifier":
             table, param = idx_token, name + ":identifier"
             tcols = table_cols("token")
-            tests = [token_test(key, v, tcols) for v in values]
+            tests = [protected_token_test(key, param, v, tcols) for v in values]
         else:
             type_mod = None
             if modifier:
