@@ -1,7 +1,8 @@
 """The audit trail for auditors and patients (AuditEvent, audit page, who saw my record)
 and security events from abuse signals.
 
-`install(app)` mounts the routes (`yiyun.identity.audit_api`, `yiyun.identity.audit_pages`),
+`install(app)` mounts the routes (`yiyun.identity.audit_api`: FHIR AuditEvent and the JSON
+API; `yiyun.identity.audit_pages`: `/audit`, `/audit/security-events`, `/me/access-log`),
 refuses AuditEvent writes on every door of the FHIR store, records refused requests, and
 runs the security scan in the background when `YIYUN_SECURITY_SCAN_SECONDS` > 0.
 
@@ -181,8 +182,9 @@ class AuditGuardMiddleware:
 
 def install(app: FastAPI) -> None:
     """Mount this module's routes on `app` (called once by the composition root)."""
-    from yiyun.identity import audit_api
+    from yiyun.identity import audit_api, audit_pages
 
     app.include_router(audit_api.router)
+    app.include_router(audit_pages.router)
     register_write_hook("AuditEvent", audit_api.refuse_audit_event_writes)
     app.add_middleware(AuditGuardMiddleware)
