@@ -307,3 +307,36 @@ async def test_registration_rules(engine, org):
                                     redirect_uris=["http://127.0.0.1:5000/cb"])
     assert secret is None and client.redirect_uris == ("http://127.0.0.1:5000/cb",)
     assert "client-registered" in [a[0] for a in await audit_actions(engine, org)]
+
+
+async def test_arbitrary_input_is_answered_with_4xx_never_500(anon, engine, org):
+    """Whatever a client sends to the OAuth endpoints, the answer is a 4xx (or 200/303), never a 500."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    client, secret = await register(engine, org, scope="system/*.rs")
+    names = st.sampled_from(["grant_type", "scope", "client_id", "client_secret", "code", "redirect_uri",
+                             "code_verifier", "refresh_token", "client_assertion", "client_assertion_type", "token",
+                             "token_type_hint", "response_type", "state", "aud", "code_challenge",
+                             "code_challenge_method"])
+    values = st.one_of(st.text(max_size=60), st.sampled_from([
+        "client_credentials", "authorization_code", "refresh_token", client.client_id, secret, JWT_BEARER,
+        "system/*.rs", "patient/*.rs launch/patient", "a.b.c", "eyJhbGciOiJSUzM4NCJ9.e30.", "S256", "plain"]))
+    forms = st.dictionaries(names, values, max_size=8)
+    paths = st.sampled_from(["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke", "/oauth2/authorize"])
+    seen: list[tuple[str, dict, int]] = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(path=paths, form=forms, use_basic=st.booleans(), as_query=st.booleans())
+    def probe(path, form, use_basic, as_query):
+        seen.append((path, form, use_basic, as_query))
+
+    probe()
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()}
+    for path, form, use_basic, as_query in seen:
+        headers = basic if use_basic else {}
+        if as_query and path == "/oauth2/authorize":
+            r = await anon.get(path, params=form, headers=headers)
+        else:
+            r = await anon.post(path, data=form, headers=headers)
+        assert r.status_code < 500, (path, form, r.status_code, r.text[:300])

@@ -72,6 +72,8 @@ async def check_request(request: Request, params: dict[str, str]) -> AuthRequest
     for name in PARAMS:
         if len(params.get(name, "")) > 2000:
             raise PageError(f"参数 {name} 过长 (parameter {name} too long)")
+        if "\x00" in params.get(name, ""):
+            raise PageError(f"参数 {name} 含非法字符 (parameter {name} contains NUL)")
     async with unit_of_work(get_engine(), write=False) as conn:
         client = await get_client(conn, params.get("client_id", ""))
     if client is None or not client.active:

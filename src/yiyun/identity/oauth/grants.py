@@ -94,6 +94,8 @@ async def get_grant(conn: AsyncConnection, grant_id: str) -> Grant | None:
 async def create_code(conn: AsyncConnection, *, grant_id: str, client_id: str, redirect_uri: str,
                       code_challenge: str, nonce: str | None) -> str:
     code = new_secret()
+    # spent and expired codes are kept a day (to recognise a late replay), then dropped
+    await conn.execute(delete(oauth_code).where(oauth_code.c.expires_ts < now_us() - 24 * 3600 * SECOND))
     await conn.execute(insert(oauth_code).values(
         code_hash=digest(code), grant_id=grant_id, client_id=client_id, redirect_uri=redirect_uri,
         code_challenge=code_challenge, nonce=nonce, expires_ts=now_us() + CODE_LIFETIME_S * SECOND, used_ts=None,

@@ -130,6 +130,8 @@ def _check_form_client_id(form: dict[str, str], client: Client) -> None:
 async def _active_client(conn: AsyncConnection, client_id: str, *, basic: bool = False) -> Client:
     if not client_id:
         raise invalid_client("缺少 client_id (client_id missing)", basic=basic)
+    if len(client_id) > 64 or "\x00" in client_id:
+        raise invalid_client("未知或已停用的客户端 (unknown or disabled client)", basic=basic)
     client = await get_client(conn, client_id)
     if client is not None:
         _SEEN.get()["client"] = client
@@ -171,19 +173,19 @@ async def verify_client_assertion(conn: AsyncConnection, assertion: str, audienc
     if not any(isinstance(a, str) and a in audiences for a in auds):
         raise invalid_client("断言的 aud 须为本服务的令牌地址 (assertion aud must be this token endpoint URL)")
     exp = claims.get("exp")
-    if not isinstance(exp, int) or isinstance(exp, bool):
+    if not isinstance(exp, (int, float)) or isinstance(exp, bool):
         raise invalid_client("断言缺少 exp (assertion exp missing)")
     if exp <= now - 5:
         raise invalid_client("断言已过期 (assertion expired)")
     if exp > now + MAX_ASSERTION_LIFETIME_S + 5:
         raise invalid_client("断言有效期不得超过 5 分钟 (assertion exp more than five minutes ahead)")
     nbf = claims.get("nbf")
-    if isinstance(nbf, int) and nbf > now + 5:
+    if isinstance(nbf, (int, float)) and nbf > now + 5:
         raise invalid_client("断言尚未生效 (assertion not yet valid)")
     jti = claims.get("jti")
-    if not isinstance(jti, str) or not jti or len(jti) > 255:
+    if not isinstance(jti, str) or not jti or len(jti) > 255 or "\x00" in jti:
         raise invalid_client("断言缺少 jti (assertion jti missing)")
-    if not await grants.remember_assertion(conn, client.client_id, jti, exp):
+    if not await grants.remember_assertion(conn, client.client_id, jti, int(exp)):
         raise invalid_client("断言的 jti 已用过 (assertion jti already used)")
     return client
 
