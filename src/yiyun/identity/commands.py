@@ -73,6 +73,7 @@ def user_create(
     practitioner: str = typer.Option(None, "--practitioner", help="Linked FHIR Practitioner id."),
     password_env: str = typer.Option("YIYUN_NEW_PASSWORD", "--password-env",
                                      help="Environment variable holding the password (else asked for)."),
+    status: str = typer.Option("active", "--status", help="active | pending (cannot sign in until approved) | disabled"),
 ) -> None:
     """Create a staff account with a password."""
     from yiyun.core.db import get_engine, unit_of_work
@@ -84,7 +85,7 @@ def user_create(
     async def go():
         async with unit_of_work(get_engine()) as conn:
             return await create_staff(conn, username=username, display_name=name, password=password,
-                                      tenant_slug=tenant, roles=roles,
+                                      tenant_slug=tenant, roles=roles, status=status,
                                       fhir_ref=f"Practitioner/{practitioner}" if practitioner else None)
 
     acct = _run(go())
