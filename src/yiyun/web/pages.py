@@ -10,10 +10,10 @@ router = APIRouter()
 
 # Each portal: (title, blurb, link, badge character). Links whose module has not shipped show "coming soon".
 PORTALS = [
-    ("Patients", "Book a doctor, consult online, view reports and records, manage my health.", None, "患"),
-    ("Doctors", "Consultation queue, visit records, prescriptions, remote consultations.", None, "医"),
+    ("Patients", "Book a doctor, consult online, view reports and records, manage my health.", "/patient", "患"),
+    ("Doctors", "Consultation queue, visit records, prescriptions, remote consultations.", "/doctor", "医"),
     ("Pharmacists", "Prescription review queue, rational drug use checks, dispensing and delivery.", None, "药"),
-    ("Hospital administration", "Departments, doctors, schedules, booking rules and daily volumes.", None, "院"),
+    ("Hospital administration", "Departments, doctors, schedules, booking rules and daily volumes.", "/hospital-admin", "院"),
     ("Public health", "Case reports, syndromic surveillance, epidemic cockpit and contact tracing.", None, "卫"),
     ("Medical knowledge", "Encyclopedia, smart triage, health Q&A and epidemic self-check.", "/knowledge", "知"),
 ]

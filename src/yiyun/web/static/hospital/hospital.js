@@ -1,0 +1,78 @@
+/* yiyun hospital pages: small interactions (no dependencies).
+ *  - [data-icd10] input: searches /doctor/icd10 and adds chosen codes to the diagnoses field
+ *  - [data-locate] button: adds the browser's position to the fever-clinic finder
+ *  - [data-queue] table: reloads the doctor's queue when it changes
+ *  - input[type=file][data-preview]: shows the photos chosen for the pre-consultation form
+ *  - form[data-confirm]: asks before submitting
+ */
+(function () {
+  "use strict";
+  function debounce(fn, ms) { let t; return function () { const a = arguments; clearTimeout(t); t = setTimeout(() => fn.apply(null, a), ms); }; }
+
+  document.querySelectorAll("[data-icd10]").forEach(function (input) {
+    const target = document.getElementById(input.dataset.icd10);
+    const list = document.createElement("div");
+    list.className = "icd-results"; list.hidden = true; list.setAttribute("role", "listbox");
+    input.after(list);
+    const search = debounce(function () {
+      const q = input.value.trim();
+      if (!q) { list.hidden = true; return; }
+      fetch("/doctor/icd10?q=" + encodeURIComponent(q), { credentials: "same-origin" })
+        .then((r) => r.json()).then(function (data) {
+          list.textContent = "";
+          data.results.forEach(function (item) {
+            const b = document.createElement("button");
+            b.type = "button"; b.textContent = item.code + "  " + item.name; b.dataset.code = item.code;
+            b.addEventListener("click", function () {
+              const codes = target.value.split(/[,，]/).map((s) => s.trim()).filter(Boolean);
+              if (codes.indexOf(item.code) < 0) codes.push(item.code);
+              target.value = codes.join(", ");
+              const names = document.getElementById(input.dataset.icd10 + "-names");
+              if (names) { const c = document.createElement("span"); c.className = "chip"; c.textContent = item.code + " " + item.name; names.appendChild(c); }
+              list.hidden = true; input.value = "";
+            });
+            list.appendChild(b);
+          });
+          list.hidden = data.results.length === 0;
+        });
+    }, 200);
+    input.addEventListener("input", search);
+  });
+
+  document.querySelectorAll("[data-locate]").forEach(function (btn) {
+    btn.addEventListener("click", function () {
+      if (!navigator.geolocation) return;
+      btn.disabled = true;
+      navigator.geolocation.getCurrentPosition(function (pos) {
+        const u = new URL(location.href);
+        u.searchParams.set("lat", pos.coords.latitude.toFixed(5));
+        u.searchParams.set("lon", pos.coords.longitude.toFixed(5));
+        location.href = u.toString();
+      }, function () { btn.disabled = false; btn.textContent = btn.dataset.failed || btn.textContent; });
+    });
+  });
+
+  document.querySelectorAll("[data-queue]").forEach(function (table) {
+    let known = table.dataset.queue;
+    setInterval(function () {
+      fetch("/api/consultations/queue", { credentials: "same-origin" }).then((r) => r.json()).then(function (q) {
+        const now = (q.waiting || []).map((c) => c.id).join(",") + "|" + (q.active || []).map((c) => c.id + ":" + c.unread).join(",");
+        if (now !== known) location.reload();
+      }).catch(function () {});
+    }, 10000);
+  });
+
+  document.querySelectorAll("input[type=file][data-preview]").forEach(function (input) {
+    const box = document.getElementById(input.dataset.preview);
+    input.addEventListener("change", function () {
+      box.textContent = "";
+      Array.from(input.files).slice(0, 6).forEach(function (f) {
+        const img = document.createElement("img"); img.alt = f.name; img.src = URL.createObjectURL(f); box.appendChild(img);
+      });
+    });
+  });
+
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (e) { if (!confirm(form.dataset.confirm)) e.preventDefault(); });
+  });
+})();
