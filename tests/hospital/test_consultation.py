@@ -469,3 +469,18 @@ async def test_calls_and_ice_servers(client, clinic, monkeypatch):
     assert ended["state"] == "ended" and ended["ended_by"] == "patient"
     msgs = (await client.get(f"/api/consultations/{cid}/messages", headers=clinic.doctor())).json()["messages"]
     assert msgs[-1]["kind"] == "call" and "未接通" in msgs[-1]["text"]
+
+
+async def test_messages_are_retained_unchanged_through_the_fhir_api_too(client, clinic):
+    cid = await accepted(client, clinic)
+    sent = (await client.post(f"/api/consultations/{cid}/messages", json={"text": "原话"},
+                              headers=clinic.patient())).json()
+    assert (await client.delete(f"/fhir/R4/Communication/{sent['id']}")).status_code == 409
+    comm = (await client.get(f"/fhir/R4/Communication/{sent['id']}")).json()
+    changed = {**comm, "payload": [{"contentString": "改过的话"}]}
+    assert (await client.put(f"/fhir/R4/Communication/{sent['id']}", json=changed)).status_code == 409
+    noted = {**comm, "note": [{"text": "医生已阅"}]}
+    assert (await client.put(f"/fhir/R4/Communication/{sent['id']}", json=noted)).status_code == 200
+    other = (await client.post("/fhir/R4/Communication", json={"resourceType": "Communication",
+                                                                "status": "completed"})).json()
+    assert (await client.delete(f"/fhir/R4/Communication/{other['id']}")).status_code in (200, 204)

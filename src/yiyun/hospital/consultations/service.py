@@ -907,3 +907,34 @@ async def end_call(work: Work, cid: str, call_id: str) -> dict:
         work.publish(cid, {"type": "state", "consultation": cid, "state": row.state, "call": view})
         work.publish(cid, {"type": "hangup", "consultation": cid, "call_id": call.id, "from": relation})
     return call_view(call)
+
+
+# ------------------------------------------------------------ retention
+_KEPT = ("payload", "sender", "recipient", "sent", "encounter", "subject", "category", "identifier")
+
+
+async def keep_consultation_messages(repo: FhirRepository, plans: list) -> None:
+    """Write hook: a consultation's messages are kept as they were sent, by every door
+    (REST, transactions, services). The whole online encounter must be retained
+    (《互联网诊疗监管细则（试行）》2022 第二十条; chat, audio and video at least 3 years),
+    so a message Communication is never deleted and its content never changed."""
+    for plan in plans:
+        old = plan.existing
+        if old is None or old.deleted:
+            continue
+        categories = old.resource.get("category") or []
+        if not any(cd.get("system") == MESSAGE_SYSTEM for cat in categories for cd in cat.get("coding") or []):
+            continue
+        if plan.resource is None:
+            raise Conflict("问诊记录须完整保存，不能删除 (consultation messages are retained and cannot be deleted)")
+        if any(plan.resource.get(k) != old.resource.get(k) for k in _KEPT):
+            raise Conflict("问诊记录须完整保存，不能修改 (consultation messages are retained unchanged)")
+
+
+def _register_hooks() -> None:
+    from yiyun.fhir.hooks import register_write_hook
+
+    register_write_hook("Communication", keep_consultation_messages)
+
+
+_register_hooks()
