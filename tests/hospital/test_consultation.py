@@ -484,3 +484,20 @@ async def test_messages_are_retained_unchanged_through_the_fhir_api_too(client, 
     other = (await client.post("/fhir/R4/Communication", json={"resourceType": "Communication",
                                                                 "status": "completed"})).json()
     assert (await client.delete(f"/fhir/R4/Communication/{other['id']}")).status_code in (200, 204)
+
+
+async def test_concurrent_messages_get_distinct_consecutive_sequence_numbers(client, clinic):
+    cid = await accepted(client, clinic)
+    start_seq = (await client.get(f"/api/consultations/{cid}", headers=clinic.patient())).json()["last_seq"]
+    sends = [client.post(f"/api/consultations/{cid}/messages", json={"text": f"并发{i}", "client_id": f"k{i}"},
+                         headers=clinic.patient() if i % 2 else clinic.doctor()) for i in range(12)]
+    # the same message retried at the same moment is stored once
+    sends += [client.post(f"/api/consultations/{cid}/messages", json={"text": "重试", "client_id": "same"},
+                          headers=clinic.patient()) for _ in range(3)]
+    results = await asyncio.gather(*sends)
+    assert all(r.status_code in (200, 201) for r in results), [r.text for r in results]
+    assert sorted(r.status_code for r in results[12:]) == [200, 200, 201]
+    seqs = sorted({r.json()["seq"] for r in results})
+    assert seqs == list(range(start_seq + 1, start_seq + 14))
+    comms = (await client.get(f"/fhir/R4/Communication?encounter=Encounter/{cid}&_summary=count")).json()["total"]
+    assert comms == start_seq + 13

@@ -68,7 +68,7 @@
     container.appendChild(root);
 
     const state = { role: null, lastSeq: 0, readUpTo: 0, peerRead: 0, seen: new Map(), ws: null, closed: false,
-      retry: 0, typingSent: 0, typingTimer: null, consultation: null };
+      retry: 0, typingSent: 0, typingTimer: null, readTimer: null, consultation: null };
 
     function other(role) { return role === "patient" ? "doctor" : "patient"; }
 
@@ -108,12 +108,13 @@
       }
     }
 
+    // read receipts at most once a second: a burst of messages costs one write, not one each
     function markRead() {
-      if (!state.role || state.role === "candidate" || document.hidden) return;
-      if (state.lastSeq > state.readUpTo) {
-        state.readUpTo = state.lastSeq;
-        sendFrame({ type: "read", seq: state.lastSeq });
-      }
+      if (!state.role || state.role === "candidate" || document.hidden || state.readTimer) return;
+      state.readTimer = setTimeout(() => {
+        state.readTimer = null;
+        if (state.lastSeq > state.readUpTo && sendFrame({ type: "read", seq: state.lastSeq })) state.readUpTo = state.lastSeq;
+      }, 1000);
     }
 
     function sendFrame(frame) {
