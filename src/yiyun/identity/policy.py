@@ -343,13 +343,15 @@ def compartment_condition(table: Any, tenant: str, res_type: str | None, patient
     return or_(*conds) if conds else false()
 
 
-def _links_related_person(resource: dict) -> bool:
-    for link in resource.get("link") or []:
+def related_person_links(resource: dict | None) -> frozenset[str]:
+    """The RelatedPerson references of a Patient's `link` (how guardianship is recorded)."""
+    out = set()
+    for link in (resource or {}).get("link") or []:
         other = link.get("other") if isinstance(link, dict) else None
         ref = other.get("reference") if isinstance(other, dict) else None
         if isinstance(ref, str) and "RelatedPerson/" in ref:
-            return True
-    return False
+            out.add(ref)
+    return frozenset(out)
 
 
 # ---------------------------------------------------------------- decision
@@ -388,9 +390,6 @@ def decide(ctx: AuthContext, action: str, res_type: str | None, resource: dict |
         return Decision(False, reason=f"no scope grants {perm!r} on {res_type}")
     if reach.tenant or resource is None or action not in ("create", "update"):
         return Decision(True, reach)
-    if reach.sets == {OWN} and res_type == "Patient" and _links_related_person(resource):
-        # guardianship is registered by staff, never claimed by the guardian's own token
-        return Decision(False, reason="a patient may not link their record to a RelatedPerson")
     if not compartment_patients(resource) & patients_in_reach(ctx, reach):
         return Decision(False, reason="the resource is outside the patients within reach")
     return Decision(True, reach)
@@ -420,7 +419,8 @@ class AuthorizationPolicy:
             return False
         if not is_token_context(ctx):
             return True
-        reach = visible_reach(ctx, stored.res_type, "cruds")
+        # creating never shows an existing resource, so `c` reaches nothing here
+        reach = visible_reach(ctx, stored.res_type, "ruds")
         if reach is not None and reach.tenant:
             return True
         if reach is None or stored.deleted:
@@ -494,24 +494,35 @@ class AuthorizationPolicy:
         decision = decide(ctx, action, res_type, resource)
         if not decision.allowed:
             await self._deny(ctx, action, res_type, res_id, decision.reason, conn)
-        if action in INSTANCE_WRITES and res_id and decision.reach is not None and not decision.reach.tenant:
-            await self._check_existing(ctx, action, res_type, res_id, conn)
+        reach = decision.reach
+        if reach is None or reach.tenant:
+            return
+        existing = None
+        if action in INSTANCE_WRITES and res_id:
+            existing = await self._check_existing(ctx, action, res_type, res_id, conn)
+        if res_type == "Patient" and action in ("create", "update") and reach.sets == {OWN}:
+            # guardianship is registered by staff, never claimed by the guardian's own token
+            added = related_person_links(resource) - related_person_links(existing.resource if existing else None)
+            if added:
+                await self._deny(ctx, action, res_type, res_id, "a patient may not link their record to a RelatedPerson",
+                                 conn)
 
-    async def _check_existing(self, ctx, action, res_type, res_id, conn) -> None:
+    async def _check_existing(self, ctx, action, res_type, res_id, conn) -> StoredResource | None:
         """A write to an existing resource needs it within reach too (also inside a
         transaction Bundle, whose writes reach the policy only here)."""
         if conn is None:
-            return  # the repository checks `can_see` on its own path
+            return None  # the repository checks `can_see` on its own path
         row = (await conn.execute(
             select(resource_t.c.rid, resource_t.c.tenant, resource_t.c.res_type, resource_t.c.res_id,
                    resource_t.c.version_id, resource_t.c.ts, resource_t.c.deleted, resource_t.c.content)
             .where(resource_t.c.tenant == ctx.tenant, resource_t.c.res_type == res_type, resource_t.c.res_id == res_id)
         )).first()
         if row is None:
-            return
+            return None
         stored = StoredResource.from_row(row)
         if not stored.deleted and not self._can_see(ctx, stored, conn):
             raise NotFound(f"未找到资源 {res_type}/{res_id} (resource not found)")
+        return stored
 
     async def _deny(self, ctx, action, res_type, res_id, reason, conn) -> None:
         await self.recorder.record(conn, ctx, action, res_type, res_id, "denied", {"reason": reason})
