@@ -340,3 +340,37 @@ async def test_arbitrary_input_is_answered_with_4xx_never_500(anon, engine, org)
         else:
             r = await anon.post(path, data=form, headers=headers)
         assert r.status_code < 500, (path, form, r.status_code, r.text[:300])
+
+
+async def test_access_tokens_for_another_audience_are_refused(anon, org):
+    from yiyun.identity.tokens import issue_access_token
+
+    elsewhere, _ = issue_access_token(subject="service:x", tenant=org, scope="system/*.rs",
+                                      audience="https://other-region.example/fhir/R4")
+    r = await anon.get(f"{FHIR}/Patient", headers={"Authorization": f"Bearer {elsewhere}"})
+    assert r.status_code == 401
+    here, _ = issue_access_token(subject="service:x", tenant=org, scope="system/*.rs")
+    assert (await anon.get(f"{FHIR}/Patient", headers={"Authorization": f"Bearer {here}"})).status_code == 200
+
+
+async def test_a_backend_service_keeps_few_rows(anon, engine, org):
+    """Grants of a backend service (one per token) are dropped a day after they end."""
+    from sqlalchemy import func, select, update
+
+    from yiyun.core.db import unit_of_work
+    from yiyun.identity.oauth_tables import oauth_grant
+
+    client, secret = await register(engine, org, scope="system/*.rs")
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()}
+    for _ in range(3):
+        r = await anon.post(TOKEN, data={"grant_type": "client_credentials", "scope": "system/*.rs"}, headers=basic)
+        assert r.status_code == 200
+    async with unit_of_work(engine) as conn:  # two days pass
+        await conn.execute(update(oauth_grant).where(oauth_grant.c.client_id == client.client_id)
+                           .values(expires_ts=oauth_grant.c.expires_ts - 2 * 86400 * 1_000_000))
+    r = await anon.post(TOKEN, data={"grant_type": "client_credentials", "scope": "system/*.rs"}, headers=basic)
+    assert r.status_code == 200
+    async with unit_of_work(engine, write=False) as conn:
+        left = (await conn.execute(select(func.count()).select_from(oauth_grant)
+                                   .where(oauth_grant.c.client_id == client.client_id))).scalar()
+    assert left == 1

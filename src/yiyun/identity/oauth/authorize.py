@@ -299,5 +299,5 @@ def describe(scope: str, locale: str) -> list[dict]:
                 "online_access": "Keep access while you are using it",
             }.get(s, s))
         if text not in [i["text"] for i in items]:
-            items.append({"text": text, "scope": str(s)})
-    return items
+            items.append({"text": text, "scope": str(s), "data": isinstance(s, ResourceScope)})
+    return sorted(items, key=lambda i: not i["data"])  # what it may do with the record first

@@ -78,11 +78,22 @@ async def create_grant(
     kind = "offline_access" if "offline_access" in words else ("online_access" if "online_access" in words else None)
     lifetime = REFRESH_LIFETIME_S[kind] * SECOND if kind else access_lifetime_us()
     grant_id = str(uuid.uuid4())
+    await _drop_expired_grants(conn, client_id, now)
     await conn.execute(insert(oauth_grant).values(
         grant_id=grant_id, client_id=client_id, tenant=tenant, subject=subject, roles=",".join(roles), scope=scope,
         patient=patient, fhir_user=fhir_user, created_ts=now, expires_ts=now + lifetime, revoked_ts=None,
     ))
     return Grant(grant_id, client_id, tenant, subject, tuple(roles), scope, patient, fhir_user, now + lifetime, False)
+
+
+async def _drop_expired_grants(conn: AsyncConnection, client_id: str, now: int) -> None:
+    """A client's grants that ended a day ago or more, with their refresh tokens: nothing
+    can use them any more (a backend service makes one grant per token request)."""
+    cutoff = now - 24 * 3600 * SECOND
+    ended = select(oauth_grant.c.grant_id).where(oauth_grant.c.client_id == client_id, oauth_grant.c.expires_ts < cutoff)
+    await conn.execute(delete(oauth_refresh_token).where(oauth_refresh_token.c.grant_id.in_(ended)))
+    await conn.execute(delete(oauth_grant).where(oauth_grant.c.client_id == client_id,
+                                                 oauth_grant.c.expires_ts < cutoff))
 
 
 async def get_grant(conn: AsyncConnection, grant_id: str) -> Grant | None:
