@@ -81,7 +81,7 @@ def plan_accounts(data) -> tuple[list[dict], list[dict]]:
                           "roles": ["cdc-officer"]})
             break
     patients: list[dict] = []
-    per_tenant = max(1, DEMO_PATIENTS // max(1, len(care)))
+    per_tenant = -(-DEMO_PATIENTS // max(1, len(care)))  # spread over the hospitals and clinics
     taken: dict[str, int] = {}
     seen_phones: set[str] = set()
     for tenant, r in data.resources:
