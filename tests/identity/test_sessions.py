@@ -200,3 +200,18 @@ async def test_websocket_context_from_cookie_or_access_token(engine, tenant):
 async def test_request_without_cookie_is_not_a_session(engine):
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
     assert await sessions.session_context(Request(scope)) is None
+
+
+async def test_use_keeps_a_session_alive(client, engine, tenant):
+    staff = await make_staff(engine, tenant)
+    cookie, _ = await sign_in(engine, staff.id, tenant)
+    add_whoami(client.app)
+    id_hash = sessions.hash_session_id(cookie)
+    async with unit_of_work(engine) as conn:  # unused for 29 minutes: still alive, and used now
+        await conn.execute(update(session_table).where(session_table.c.id_hash == id_hash)
+                           .values(last_seen_ts=session_table.c.last_seen_ts - 29 * 60 * 1_000_000))
+    async with browser(client, cookie) as b:
+        assert (await b.get("/api/test-whoami")).status_code == 200
+    async with unit_of_work(engine, write=False) as conn:
+        info = await sessions.load_session(conn, cookie, touch=False)
+    assert info is not None and not sessions.needs_touch(info)

@@ -117,6 +117,7 @@ async def open_session(
     """
     if replaces:
         await conn.execute(delete(session_table).where(session_table.c.id_hash == hash_session_id(replaces)))
+    await purge_expired(conn, account_id)
     cookie = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
     now = now_us()
@@ -131,7 +132,8 @@ async def open_session(
 
 async def load_session(conn: AsyncConnection, cookie: str | None, *, touch: bool = True) -> SessionInfo | None:
     """The live session behind a cookie value (any stage), or None when unknown or timed out.
-    A timed-out session is deleted; `touch` records the use (at most once a minute)."""
+    With `touch` (in a write transaction) a timed-out session is deleted and the use is
+    recorded (at most once a minute); without it nothing is written."""
     if not cookie or len(cookie) > 200:
         return None
     id_hash = hash_session_id(cookie)
@@ -140,12 +142,33 @@ async def load_session(conn: AsyncConnection, cookie: str | None, *, touch: bool
         return None
     now = now_us()
     if now >= row.expires_ts or now - row.last_seen_ts >= _idle_us():
-        await conn.execute(delete(session_table).where(session_table.c.id_hash == id_hash))
+        if touch:
+            await conn.execute(delete(session_table).where(session_table.c.id_hash == id_hash))
         return None
     info = _info(row)
-    if touch and now - row.last_seen_ts >= TOUCH_EVERY_US:
+    if touch and needs_touch(info, now):
         await conn.execute(update(session_table).where(session_table.c.id_hash == id_hash).values(last_seen_ts=now))
     return info
+
+
+def needs_touch(info: SessionInfo, now: int | None = None) -> bool:
+    return (now or now_us()) - info.last_seen_ts >= TOUCH_EVERY_US
+
+
+async def touch_session(conn: AsyncConnection, info: SessionInfo) -> None:
+    """Record that the session was used now (its idle timeout starts again)."""
+    await conn.execute(update(session_table).where(session_table.c.id_hash == info.id_hash)
+                       .values(last_seen_ts=now_us()))
+
+
+async def purge_expired(conn: AsyncConnection, account_id: str | None = None) -> int:
+    """Delete timed-out sessions (of one account, or all)."""
+    now = now_us()
+    cond = (session_table.c.expires_ts <= now) | (session_table.c.last_seen_ts <= now - _idle_us())
+    stmt = delete(session_table).where(cond)
+    if account_id:
+        stmt = stmt.where(session_table.c.account_id == account_id)
+    return (await conn.execute(stmt)).rowcount or 0
 
 
 async def close_session(conn: AsyncConnection, cookie: str | None) -> SessionInfo | None:
@@ -212,10 +235,11 @@ class SignedIn:
 
 
 async def signed_in(conn: AsyncConnection, cookie: str | None, *, base_url: str,
-                    client_address: str | None = None) -> SignedIn | None:
+                    client_address: str | None = None, touch: bool = True) -> SignedIn | None:
     """The signed-in user behind a cookie value, or None: unknown, timed out, still owing its
-    second factor, account no longer active, or no longer a member of the session's tenant."""
-    info = await load_session(conn, cookie)
+    second factor, account no longer active, or no longer a member of the session's tenant.
+    `touch=False` writes nothing (a read transaction); the caller then records the use."""
+    info = await load_session(conn, cookie, touch=touch)
     if info is None or info.stage != ACTIVE:
         return None
     row = (await conn.execute(
@@ -256,11 +280,20 @@ async def current_user(request: Request) -> SignedIn | None:
     if hasattr(state, "yiyun_signed_in"):
         return state.yiyun_signed_in
     cookie = request.cookies.get(COOKIE)
-    user = None
-    if cookie:
-        async with unit_of_work(get_engine()) as conn:
-            user = await signed_in(conn, cookie, base_url=_fhir_base(request), client_address=_client(request))
+    user = await _lookup(cookie, _fhir_base(request), _client(request)) if cookie else None
     state.yiyun_signed_in = user
+    return user
+
+
+async def _lookup(cookie: str, base_url: str, client: str | None) -> SignedIn | None:
+    # A read transaction on every request; a short write only once a minute per session
+    # (SQLite has one writer: reads must not queue behind it).
+    engine = get_engine()
+    async with unit_of_work(engine, write=False) as conn:
+        user = await signed_in(conn, cookie, base_url=base_url, client_address=client, touch=False)
+    if user is not None and needs_touch(user.session):
+        async with unit_of_work(engine) as conn:
+            await touch_session(conn, user.session)
     return user
 
 
@@ -382,8 +415,7 @@ async def websocket_context(websocket: WebSocket) -> AuthContext:
     else:
         cookie = websocket.cookies.get(COOKIE)
         if cookie and _same_origin(websocket):
-            async with unit_of_work(get_engine()) as conn:
-                user = await signed_in(conn, cookie, base_url=base, client_address=client)
+            user = await _lookup(cookie, base, client)
             ctx = user.context if user else None
     if ctx is None:
         await websocket.close(code=WS_UNAUTHORIZED)

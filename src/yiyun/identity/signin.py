@@ -342,6 +342,10 @@ async def enrol_submit(request: Request, code: str = Form(""), csrf_token: str =
         return _redirect("/signin")
     if not sessions.csrf_matches(info.csrf_token, csrf_token):
         return await _enrol_page(request, info, acct, "页面已过期，请重新提交 (the form expired: submit it again)", 403)
+    async with unit_of_work(get_engine(), write=False) as conn:
+        wait, locked = await throttled(conn, user_key(acct.username or ""), address_key(client_address(request)))
+    if wait:
+        return await _enrol_page(request, info, acct, wait_message(wait, locked), 429)
     async with unit_of_work(get_engine()) as conn:
         codes = await totp.confirm_enrolment(conn, acct.id, code)
         if codes is None:
