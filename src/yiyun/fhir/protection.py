@@ -22,7 +22,6 @@ which lets them write the resource back unchanged without ever seeing the value)
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -118,16 +117,6 @@ class ProtectionError(ValueError):
 
 
 # ------------------------------------------------------------------ walking resources
-def _kind_of(node: dict, telecom: bool) -> str | None:
-    system = node.get("system")
-    if type(system) is not str:
-        return None
-    kind = IDENTIFIER_SYSTEMS.get(system)
-    if kind is None and telecom:
-        kind = TELECOM_SYSTEMS.get(system)
-    return kind
-
-
 def _seal_of(node: dict) -> tuple[str | None, dict | None]:
     ext = node.get("_value")
     if isinstance(ext, dict):
@@ -148,20 +137,28 @@ def _without_seal(ext: dict | None) -> dict | None:
     return rest or None
 
 
-def _elements(node: Any, telecom: bool):
-    """Every (dict, kind) in `node` that holds a protected value (depth first)."""
-    if isinstance(node, dict):
-        if "value" in node or "_value" in node:
-            kind = _kind_of(node, telecom)
-            if kind is not None:
-                yield node, kind
-        for k, v in node.items():
-            if isinstance(v, (dict, list)) and k != "_value":
-                yield from _elements(v, telecom)
-    elif isinstance(node, list):
-        for item in node:
-            if isinstance(item, (dict, list)):
-                yield from _elements(item, telecom)
+def _elements(node: Any, telecom: bool) -> list[tuple[dict, str]]:
+    """Every (dict, kind) in `node` that holds a protected value, in a fixed order (two
+    copies of one resource give their elements in the same order)."""
+    out: list[tuple[dict, str]] = []
+    stack = [node]
+    ids, phones = IDENTIFIER_SYSTEMS, TELECOM_SYSTEMS
+    while stack:
+        n = stack.pop()
+        if type(n) is dict:
+            system = n.get("system")
+            if type(system) is str and ("value" in n or "_value" in n):
+                kind = ids.get(system) or (phones.get(system) if telecom else None)
+                if kind is not None:
+                    out.append((n, kind))
+            for v in n.values():
+                if type(v) is dict or type(v) is list:
+                    stack.append(v)
+        else:
+            for v in n:
+                if type(v) is dict or type(v) is list:
+                    stack.append(v)
+    return out
 
 
 def _may_hold(res_type: str, content: bytes) -> bool:
@@ -258,8 +255,11 @@ def reveal_content(res_type: str, res_id: str, content: bytes, disclosure: Discl
     if p is None or not _may_hold(res_type, content):
         return content, None
     show = disclosure.shows(res_type, res_id)
-    if show and _SEALED_MARK not in content:
-        return content, None  # plain (stored before protection) and the caller may see it
+    sealed = _SEALED_MARK in content
+    if show != sealed:
+        # shown and plain (stored before protection), or masked and sealed: a write seals
+        # every protected value of a resource, so the stored bytes are what this caller gets
+        return content, None
     body = orjson.loads(content)
     changed = False
     for node, kind in _elements(body, res_type in PERSON_TYPES):
@@ -287,6 +287,14 @@ def reveal_content(res_type: str, res_id: str, content: bytes, disclosure: Discl
     return orjson.dumps(body), body
 
 
+def _with_content(stored: Any, content: bytes, body: dict) -> Any:
+    """A copy of a `StoredResource` with other content (cheaper than `dataclasses.replace`)."""
+    copy = object.__new__(type(stored))
+    copy.__dict__.update(stored.__dict__)
+    copy.content, copy._parsed = content, body
+    return copy
+
+
 def reveal(stored: Any, disclosure: Disclosure) -> Any:
     """A `StoredResource` as `disclosure` lets its reader see it."""
     if _protector is None or stored.deleted:
@@ -294,7 +302,7 @@ def reveal(stored: Any, disclosure: Disclosure) -> Any:
     content, body = reveal_content(stored.res_type, stored.res_id, stored.content, disclosure)
     if body is None:
         return stored
-    return dataclasses.replace(stored, content=content, _parsed=body)
+    return _with_content(stored, content, body)
 
 
 def disclosure_for(ctx: Any) -> Disclosure:

@@ -121,6 +121,14 @@ class FieldProtector:
     def __init__(self, ring: KeyRing) -> None:
         self.ring = ring
 
+    def _aead(self, key_id: str) -> AESGCM:
+        """The cipher of master `key_id`, kept with the ring's derived keys (KeyError if unknown)."""
+        cache = self.ring._derived
+        aead = cache.get((key_id, "aesgcm"))
+        if aead is None:
+            aead = cache[(key_id, "aesgcm")] = AESGCM(self.ring.derive(key_id, _ENC_INFO))
+        return aead
+
     def _aad(self, key_id: str, purpose: str) -> bytes:
         return f"yiyun-field:{VERSION}:{key_id}:{purpose}".encode()
 
@@ -129,7 +137,7 @@ class FieldProtector:
             raise TypeError("only text values are encrypted")
         _check_purpose(purpose)
         key_id = self.ring.current_id
-        aead = AESGCM(self.ring.derive(key_id, _ENC_INFO))
+        aead = self._aead(key_id)
         nonce = os.urandom(NONCE_BYTES)
         sealed = aead.encrypt(nonce, value.encode("utf-8"), self._aad(key_id, purpose))
         return f"{VERSION}.{key_id}.{_b64e(nonce + sealed)}"
@@ -138,7 +146,7 @@ class FieldProtector:
         _check_purpose(purpose)
         key_id, blob = self._split(token)
         try:
-            aead = AESGCM(self.ring.derive(key_id, _ENC_INFO))
+            aead = self._aead(key_id)
         except KeyError:
             raise DecryptionError(f"key {key_id!r} is not in the ring") from None
         if len(blob) < NONCE_BYTES + 16:
