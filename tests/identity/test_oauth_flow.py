@@ -223,6 +223,18 @@ async def test_scope_escalation_and_role_limits(web, engine, world):
     # the consent decision needs the session's CSRF token
     r = await web.post("/oauth2/authorize", data={**params, "csrf_token": "forged", "decision": "approve"})
     assert r.status_code == 403 and "location" not in r.headers
+    # the refusals are in the organisation's audit chain
+    from sqlalchemy import select
+
+    from yiyun.core.db import unit_of_work
+    from yiyun.identity.audit_tables import audit_log
+
+    async with unit_of_work(engine, write=False) as conn:
+        rows = (await conn.execute(select(audit_log.c.action, audit_log.c.outcome, audit_log.c.detail).where(
+            audit_log.c.tenant == world["tenant"]))).all()
+    refused = [r for r in rows if r.action == "token-refused" and '"endpoint":"authorize"' in r.detail]
+    assert len(refused) >= 5 and all('"invalid_scope"' in r.detail for r in refused)
+    assert [r.outcome for r in rows if r.action == "consent"] == ["denied"]
 
 
 async def test_staff_app_with_client_secret_refresh_rotation_and_reuse(web, engine, world):

@@ -15,11 +15,12 @@ def install(app: FastAPI) -> None:
     from yiyun.fhir import capability
     from yiyun.identity.oauth.api import router
     from yiyun.identity.oauth.authorize import router as authorize_router
-    from yiyun.identity.oauth.revocation import RevocationRefresh
+    from yiyun.identity.oauth.revocation import OAuthCors, RevocationRefresh
     from yiyun.identity.smart import capability_security
 
     app.include_router(router)
     app.include_router(authorize_router)
     app.add_middleware(RevocationRefresh)
+    app.add_middleware(OAuthCors)
     if capability_security not in capability.SECURITY_CONTRIBUTORS:
         capability.SECURITY_CONTRIBUTORS.append(capability_security)

@@ -127,6 +127,21 @@ def for_user(req: AuthRequest, ctx: AuthContext) -> tuple[str, str | None]:
     return " ".join(kept), patient
 
 
+async def _refused(request: Request, client_id: str | None, err: OAuthError, ctx: AuthContext | None = None) -> None:
+    """Refusals sent back to a registered app are recorded in the app's organisation's chain
+    (a request for more than the app registered is worth knowing about)."""
+    async with unit_of_work(get_engine(), write=False) as conn:
+        client = await get_client(conn, client_id or "")
+    if client is None:
+        return
+    await audit.append_committed(get_engine(), [audit.AuditEntry(
+        tenant=client.tenant, actor=ctx.subject if ctx else "anonymous", role=",".join(ctx.roles) if ctx else None,
+        action="token-refused", resource_type="OAuthClient", resource_id=client.client_id[:64], outcome="denied",
+        client_address=request.client.host if request.client else None,
+        detail={"endpoint": "authorize", "error": err.error, "description": err.description[:300]},
+    )])
+
+
 def _redirect(req_uri: str, **params) -> RedirectResponse:
     query = urlencode({k: v for k, v in params.items() if v is not None})
     return RedirectResponse(req_uri + ("&" if "?" in req_uri else "?") + query, status_code=303,
@@ -183,6 +198,7 @@ async def authorize(request: Request) -> Response:
     except PageError as err:
         return _error_page(request, err)
     except OAuthError as err:
+        await _refused(request, params.get("client_id"), err, await session_context(request))
         return _redirect(params["redirect_uri"], error=err.error, error_description=err.description,
                          state=params.get("state") or None)
     ctx = await session_context(request)
@@ -196,6 +212,7 @@ async def authorize(request: Request) -> Response:
     try:
         scope, patient = for_user(req, ctx)
     except OAuthError as err:
+        await _refused(request, req.client.client_id, err, ctx)
         return _redirect(req.redirect_uri, error=err.error, error_description=err.description, state=req.state)
     return render(request, "identity/oauth_consent.html", client=req.client, items=describe(scope, _locale(request)),
                   params=req.params, patient=patient, user=ctx, refresh=_refresh_kind(scope))
@@ -229,6 +246,7 @@ async def decide(request: Request) -> Response:
     try:
         scope, patient = for_user(req, ctx)
     except OAuthError as err:
+        await _refused(request, req.client.client_id, err, ctx)
         return _redirect(req.redirect_uri, error=err.error, error_description=err.description, state=req.state)
     approved = form.get("decision") == "approve"
     entry = audit.AuditEntry(

@@ -73,3 +73,40 @@ class RevocationRefresh:
                     await refresh()
                     break
         await self.app(scope, receive, send)
+
+
+# Endpoints browser apps call from their own origin (SMART public clients running in a
+# browser exchange codes and refresh tokens with fetch). None of them reads cookies, so any
+# origin may call them, without credentials.
+CORS_PATHS = frozenset({
+    "/oauth2/token", "/oauth2/revoke", "/oauth2/jwks", "/.well-known/smart-configuration",
+    "/fhir/R4/.well-known/smart-configuration", "/.well-known/openid-configuration",
+})
+
+
+class OAuthCors:
+    """ASGI middleware: CORS for `CORS_PATHS` (https://fetch.spec.whatwg.org/#http-cors-protocol)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") not in CORS_PATHS:
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or ())
+        if b"origin" not in headers:
+            return await self.app(scope, receive, send)
+        if scope.get("method") == "OPTIONS" and b"access-control-request-method" in headers:
+            await send({"type": "http.response.start", "status": 204, "headers": [
+                (b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"GET, POST"),
+                (b"access-control-allow-headers", b"Authorization, Content-Type"),
+                (b"access-control-max-age", b"600"), (b"vary", b"Origin")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"access-control-allow-origin", b"*")]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
