@@ -134,22 +134,25 @@ def keys_rotate(batch: int = typer.Option(500, "--batch", min=1, max=10000, help
     """
     from yiyun.core.db import get_engine, unit_of_work
     from yiyun.fhir.protection import reseal_batch
+    from yiyun.identity import signin_tables, verification_tables  # noqa: F401  (register their encrypted columns)
     from yiyun.identity.protection import store as _store  # noqa: F401  (installs the FHIR protector)
     from yiyun.identity.protection.fields import encrypted_columns, protector, rotate_batch
 
     async def go():
         fp = protector()
         totals = {}
+        unreadable: list = []
         for col in encrypted_columns():
-            total, after = 0, None
+            total, after, missed = 0, None, []
             while True:
                 async with unit_of_work(get_engine()) as conn:
-                    changed, after = await rotate_batch(conn, col, after=after, batch=batch, fp=fp)
+                    changed, after = await rotate_batch(conn, col, after=after, batch=batch, fp=fp, unreadable=missed)
                 total += changed
                 if after is None:
                     break
             totals[col.name] = total
-        total, after, unreadable = 0, 0, []
+            unreadable.extend((col.name, str(pk)) for pk in missed)
+        total, after = 0, 0
         while after is not None:
             async with unit_of_work(get_engine()) as conn:
                 changed, after = await reseal_batch(conn, after=after, batch=batch, unreadable=unreadable)
@@ -158,9 +161,9 @@ def keys_rotate(batch: int = typer.Option(500, "--batch", min=1, max=10000, help
         return fp.ring.current_id, totals, unreadable
 
     current, totals, unreadable = _run(go)
-    for tenant, ref in unreadable[:20]:
-        typer.echo(f"UNREADABLE tenant={tenant} {ref}: no key of the ring opens its protected values", err=True)
+    for where, ref in unreadable[:20]:
+        typer.echo(f"UNREADABLE {where} {ref}: no key of the ring opens it", err=True)
     if unreadable:
-        typer.echo(f"{len(unreadable)} stored version(s) could not be re-sealed: put their key back in the ring", err=True)
+        typer.echo(f"{len(unreadable)} value(s) could not be re-encrypted: put their key back in the ring", err=True)
     for name, n in totals.items():
         typer.echo(f"{name}: {n} value(s) re-encrypted under {current}")

@@ -42,14 +42,7 @@ from yiyun.fhir.model import RequestContext, now_us
 from yiyun.fhir.repository import FhirRepository
 from yiyun.identity.auth import AuthContext, require_subject
 from yiyun.identity.protection import store as _protection_store  # noqa: F401  (seals IDs and phones in the FHIR store)
-from yiyun.identity.protection.fields import (
-    RESIDENT_ID,
-    EncryptedColumn,
-    blind_index,
-    blind_indexes,
-    encrypt,
-    register_encrypted_column,
-)
+from yiyun.identity.protection.fields import RESIDENT_ID, blind_index, blind_indexes, encrypt
 from yiyun.identity.protection.masking import mask_name, mask_resident_id
 from yiyun.identity.verification_tables import practitioner_registration, real_name, real_name_attempt
 
@@ -66,8 +59,6 @@ CERTIFICATE_RE = re.compile(r"^\d{15}$")
 # Chinese names in Han characters (with the middle dot of transliterated names) or Latin letters.
 NAME_RE = re.compile(r"^[\u3400-\u9fff\uf900-\ufaff·•]{2,30}$|^[A-Za-z][A-Za-z .'-]{1,59}$")
 REGISTRATION_TENANT_KINDS = ("hospital", "clinic")
-
-register_encrypted_column(EncryptedColumn(real_name, "account_id", "id_sealed", RESIDENT_ID, "id_index"))
 
 
 # ------------------------------------------------------------------ identity providers

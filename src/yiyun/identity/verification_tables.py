@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table
 
+from yiyun.identity.protection.fields import RESIDENT_ID, EncryptedColumn, register_encrypted_column
+
 metadata = MetaData()
 
 # One row per patient account: the outcome of its real-name verification (实名认证). The
@@ -25,6 +27,7 @@ real_name = Table(
     Column("updated_ts", BigInteger, nullable=False),
 )
 Index("ix_identity_real_name_index", real_name.c.id_index)
+register_encrypted_column(EncryptedColumn(real_name, "account_id", "id_sealed", RESIDENT_ID, "id_index"))
 
 # Every attempt, for the daily limit (the outcome only: never the number tried).
 real_name_attempt = Table(

@@ -253,10 +253,11 @@ def encrypted_columns() -> list[EncryptedColumn]:
 
 
 async def rotate_batch(conn, col: EncryptedColumn, *, after: Any = None, batch: int = 500,
-                       fp: FieldProtector | None = None) -> tuple[int, Any]:
+                       fp: FieldProtector | None = None, unreadable: list | None = None) -> tuple[int, Any]:
     """Re-encrypt (and re-index) up to `batch` rows after primary key `after`.
 
-    Returns (rows rewritten, last primary key seen or None when the table is done).
+    Returns (rows rewritten, last primary key seen or None when the table is done). Rows no
+    key of the ring opens are left as they are and their primary keys added to `unreadable`.
     Runs inside the caller's transaction; one batch per transaction keeps locks short.
     """
     from sqlalchemy import bindparam, select, update
@@ -277,7 +278,12 @@ async def rotate_batch(conn, col: EncryptedColumn, *, after: Any = None, batch: 
         stale_index = col.blind_index_column and row[2] is not None and not fp.blind_index_is_current(row[2])
         if not fp.needs_rotation(token) and not stale_index:
             continue
-        plain = fp.decrypt(token, col.purpose)
+        try:
+            plain = fp.decrypt(token, col.purpose)
+        except DecryptionError:
+            if unreadable is not None:
+                unreadable.append(row[0])
+            continue
         change = {"_pk": row[0], col.column: fp.encrypt(plain, col.purpose)}
         if col.blind_index_column:
             change[col.blind_index_column] = fp.blind_index(plain, col.purpose)
