@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("client_id", sa.String(64), nullable=False),
         sa.Column("tenant", sa.String(64), nullable=False),
         sa.Column("subject", sa.String(256), nullable=False),
+        sa.Column("account_id", sa.String(36), nullable=True),
         sa.Column("roles", sa.String(300), nullable=False),
         sa.Column("scope", sa.Text, nullable=False),
         sa.Column("patient", sa.String(64), nullable=True),

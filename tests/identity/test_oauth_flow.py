@@ -316,3 +316,27 @@ async def test_revoking_a_refresh_token_ends_the_grant(web, engine, world):
 async def test_broken_requests_get_an_error_page(web, world, params):
     r = await web.get("/oauth2/authorize", params=params)
     assert r.status_code == 400 and "授权请求无法受理" in r.text
+
+
+async def test_a_disabled_account_cannot_refresh(web, engine, world):
+    staff_id, secret = world["staff_app"].client_id, world["staff_secret"]
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{staff_id}:{secret}".encode()).decode()}
+    csrf = await sign_in(engine, web, world["li"].id, world["tenant"])
+    verifier, challenge = pkce()
+    _, q = await get_code(web, csrf, authorize_params(staff_id, challenge, scope="openid online_access user/Patient.rs",
+                                                     redirect="https://ward.example/cb"))
+    web.cookies.clear()
+    body = (await web.post("/oauth2/token", headers=basic, data={
+        "grant_type": "authorization_code", "code": q["code"], "redirect_uri": "https://ward.example/cb",
+        "code_verifier": verifier})).json()
+    assert body["id_token"]  # openid without fhirUser still gets an ID token
+    from yiyun.core.db import unit_of_work
+    from yiyun.identity.accounts import set_status
+
+    async with unit_of_work(engine) as conn:
+        await set_status(conn, world["li"].id, "disabled")
+    r = await web.post("/oauth2/token", headers=basic, data={"grant_type": "refresh_token",
+                                                              "refresh_token": body["refresh_token"]})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    bearer = {"Authorization": f"Bearer {body['access_token']}"}
+    assert (await web.get(f"{FHIR}/Patient", headers=bearer)).status_code == 401  # the grant is revoked

@@ -39,6 +39,7 @@ oauth_grant = Table(
     Column("client_id", String(64), nullable=False),
     Column("tenant", String(64), nullable=False),
     Column("subject", String(256), nullable=False),
+    Column("account_id", String(36), nullable=True),  # the user's account; null for backend services
     Column("roles", String(300), nullable=False),
     Column("scope", Text, nullable=False),
     Column("patient", String(64), nullable=True),

@@ -111,7 +111,7 @@ async def token(request: Request) -> JSONResponse:
                 # spent even when the exchange fails, and a replay's revocation stays.
                 refused = err
                 if err.revoke_grant:
-                    revoked_until = await server.revoke_replayed(conn, err.revoke_grant,
+                    revoked_until = await server.revoke_replayed(conn, err.revoke_grant, reason=err.revoke_reason,
                                                                  client_address=_address(request))
             else:
                 await audit.append(conn, [_issued_entry(request, auth, issued, grant_type)])

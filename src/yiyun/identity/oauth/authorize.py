@@ -261,7 +261,8 @@ async def decide(request: Request) -> Response:
                          error_description="用户拒绝了授权 (the user denied the request)")
     async with unit_of_work(get_engine()) as conn:
         grant = await grants.create_grant(conn, client_id=req.client.client_id, tenant=ctx.tenant, subject=ctx.subject,
-                                          roles=tuple(ctx.roles), scope=scope, patient=patient, fhir_user=ctx.fhir_user)
+                                          roles=tuple(ctx.roles), scope=scope, patient=patient, fhir_user=ctx.fhir_user,
+                                          account_id=ctx.account_id)
         code = await grants.create_code(conn, grant_id=grant.grant_id, client_id=req.client.client_id,
                                         redirect_uri=req.redirect_uri, code_challenge=req.code_challenge,
                                         nonce=req.nonce)

@@ -19,6 +19,7 @@ class OAuthError(Exception):
         # a grant to revoke once the request's own transaction has ended (a replayed code or
         # refresh token): the revocation must stay although the request fails
         self.revoke_grant: str | None = None
+        self.revoke_reason = "replayed code or refresh token"
 
     def response(self) -> JSONResponse:
         headers = dict(NO_STORE)

@@ -53,6 +53,7 @@ class Grant:
     fhir_user: str | None
     expires_ts: int
     revoked: bool
+    account_id: str | None = None
 
     @property
     def refresh_kind(self) -> str | None:
@@ -62,7 +63,7 @@ class Grant:
 
 def _grant(row) -> Grant:
     return Grant(row.grant_id, row.client_id, row.tenant, row.subject, tuple(r for r in row.roles.split(",") if r),
-                 row.scope, row.patient, row.fhir_user, int(row.expires_ts), row.revoked_ts is not None)
+                 row.scope, row.patient, row.fhir_user, int(row.expires_ts), row.revoked_ts is not None, row.account_id)
 
 
 def access_lifetime_us() -> int:
@@ -71,7 +72,7 @@ def access_lifetime_us() -> int:
 
 async def create_grant(
     conn: AsyncConnection, *, client_id: str, tenant: str, subject: str, roles: tuple[str, ...], scope: str,
-    patient: str | None = None, fhir_user: str | None = None,
+    patient: str | None = None, fhir_user: str | None = None, account_id: str | None = None,
 ) -> Grant:
     now = now_us()
     words = scope.split()
@@ -80,10 +81,29 @@ async def create_grant(
     grant_id = str(uuid.uuid4())
     await _drop_expired_grants(conn, client_id, now)
     await conn.execute(insert(oauth_grant).values(
-        grant_id=grant_id, client_id=client_id, tenant=tenant, subject=subject, roles=",".join(roles), scope=scope,
-        patient=patient, fhir_user=fhir_user, created_ts=now, expires_ts=now + lifetime, revoked_ts=None,
+        grant_id=grant_id, client_id=client_id, tenant=tenant, subject=subject, account_id=account_id,
+        roles=",".join(roles), scope=scope, patient=patient, fhir_user=fhir_user, created_ts=now,
+        expires_ts=now + lifetime, revoked_ts=None,
     ))
-    return Grant(grant_id, client_id, tenant, subject, tuple(roles), scope, patient, fhir_user, now + lifetime, False)
+    return Grant(grant_id, client_id, tenant, subject, tuple(roles), scope, patient, fhir_user, now + lifetime, False,
+                 account_id)
+
+
+async def user_still_member(conn: AsyncConnection, grant: Grant) -> tuple[str, ...] | None:
+    """The user's current roles in the grant's tenant, or None when the account is no longer
+    active there: a refresh must not outlive the user's own access (a disabled account, a
+    doctor who left the hospital)."""
+    from yiyun.identity.tables import account, membership
+
+    if grant.account_id is None:
+        return grant.roles
+    row = (await conn.execute(
+        select(account.c.status, membership.c.roles).select_from(account.join(
+            membership, (membership.c.account_id == account.c.id) & (membership.c.tenant == grant.tenant)))
+        .where(account.c.id == grant.account_id))).first()
+    if row is None or row.status != "active":
+        return None
+    return tuple(r for r in row.roles.split(",") if r)
 
 
 async def _drop_expired_grants(conn: AsyncConnection, client_id: str, now: int) -> None:

@@ -65,8 +65,10 @@ def issue_id_token(grant, client, *, nonce: str | None, access_token: str) -> st
     now = int(time.time())
     claims = {
         "iss": issuer(), "sub": grant.subject, "aud": client.client_id, "iat": now,
-        "exp": now + 60 * get_settings().access_token_minutes, "fhirUser": _fhir_user_url(grant.fhir_user),
+        "exp": now + 60 * get_settings().access_token_minutes,
     }
+    if grant.fhir_user:
+        claims["fhirUser"] = _fhir_user_url(grant.fhir_user)
     if nonce:
         claims["nonce"] = nonce
     key = signing_key()

@@ -18,7 +18,7 @@ import json
 import re
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote
 
 from joserfc import jwt
@@ -266,7 +266,7 @@ async def _issue(conn: AsyncConnection, grant: grants.Grant, client: Client, gra
         body["patient"] = claims.patient
     if with_refresh and grant.refresh_kind:
         body["refresh_token"] = await grants.create_refresh_token(conn, grant)
-    if "openid" in scope.split() and grant.fhir_user and client.kind != "backend":
+    if "openid" in scope.split() and client.kind != "backend":
         from yiyun.identity.oauth.jwks import issue_id_token
 
         body["id_token"] = issue_id_token(grant, client, nonce=nonce, access_token=token)
@@ -317,6 +317,13 @@ async def refresh_token_grant(conn: AsyncConnection, engine, auth: Authenticated
         raise invalid_grant("刷新令牌已过期 (refresh token expired)")
     if grant.revoked:
         raise invalid_grant("授权已被撤销 (authorization revoked)")
+    roles = await grants.user_still_member(conn, grant)
+    if roles is None or ("patient" in grant.roles and "patient" not in roles):
+        err = invalid_grant("用户账号已停用或已不在该机构 (the user's account is no longer active there)")
+        err.revoke_grant, err.revoke_reason = grant.grant_id, "account no longer active in the tenant"
+        raise err
+    if roles != grant.roles:
+        grant = replace(grant, roles=roles)
     scope = None
     if form.get("scope"):
         # RFC 6749 §6: a refresh may narrow the scope, never widen it
@@ -348,9 +355,10 @@ GRANTS = {
 }
 
 
-async def revoke_replayed(conn: AsyncConnection, grant_id: str, *, client_address: str | None = None) -> int | None:
-    """Revoke the grant of a replayed code or refresh token; returns until when its id must be
-    refused (µs), None when there is no such grant."""
+async def revoke_replayed(conn: AsyncConnection, grant_id: str, *, client_address: str | None = None,
+                          reason: str = "replayed code or refresh token") -> int | None:
+    """Revoke the grant of a replayed code or refresh token (or of a user no longer allowed);
+    returns until when its id must be refused (µs), None when there is no such grant."""
     from yiyun.identity import audit
 
     grant = await grants.get_grant(conn, grant_id)
@@ -360,7 +368,7 @@ async def revoke_replayed(conn: AsyncConnection, grant_id: str, *, client_addres
     await audit.append(conn, [audit.AuditEntry(
         tenant=grant.tenant, actor=f"client:{grant.client_id}", action="token-revoked", outcome="ok",
         resource_type="OAuthClient", resource_id=grant.client_id[:64], client_address=client_address,
-        detail={"kind": "grant", "id": grant_id, "reason": "replayed code or refresh token"},
+        detail={"kind": "grant", "id": grant_id, "reason": reason},
     )])
     return grants.now_us() + grants.access_lifetime_us() + 300 * grants.SECOND
 
