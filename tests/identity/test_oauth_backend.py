@@ -134,6 +134,10 @@ async def test_assertions_are_checked_strictly(anon, engine, org):
     await refused(cc_form(cid, key, "RS384", exp_in=-60), "expired")
     await refused(cc_form(cid, key, "RS384", exp_in=3600), "five minutes")
     await refused(cc_form(cid, key, "RS384", aud="https://elsewhere.example/token"), "aud")
+    # an assertion made for another server is refused even when sent with that server's Host
+    r = await anon.post("https://elsewhere.example/oauth2/token",
+                        data=cc_form(cid, key, "RS384", aud="https://elsewhere.example/oauth2/token"))
+    assert r.status_code == 401 and "aud" in r.json()["error_description"]
     await refused(cc_form(cid, key, "RS384", sub="someone-else"), "iss and sub")
     other_key, _ = keypair("RS384")
     other_key_data = other_key.as_dict(private=True)

@@ -47,10 +47,11 @@ MAX_ASSERTION_LIFETIME_S = 300
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 §4.1
 
 
-def token_url(request_base: str) -> set[str]:
-    """The token endpoint's URLs a client assertion may name as `aud`: the configured
-    public one and the one this request came in on."""
-    return {get_settings().base_url.rstrip("/") + "/oauth2/token", request_base.rstrip("/") + "/oauth2/token"}
+def token_url(request_base: str | None = None) -> set[str]:
+    """The token endpoint URL a client assertion must name as `aud`: the configured public
+    one only. (Not the Host the request names: an assertion made for another server, sent
+    here with that server's Host, must not pass.)"""
+    return {get_settings().base_url.rstrip("/") + "/oauth2/token"}
 
 
 # ------------------------------------------------------ client authentication
