@@ -275,6 +275,12 @@ async def test_registration_rejected(client, engine, tenant):
     again = await client.post("/api/identity/practitioner-registrations",
                               json=registration(tenant, certificate=cert))
     assert again.status_code == 201
+    # nor may a doctor the hospital already keeps register again
+    kept = unique_certificate()
+    await client.post(f"{FHIR}/Practitioner", json={"resourceType": "Practitioner", "identifier": [
+        {"system": "https://yiyun.example.cn/fhir/sid/practising-certificate/doctor", "value": kept}]})
+    assert (await client.post("/api/identity/practitioner-registrations",
+                              json=registration(tenant, certificate=kept))).status_code == 409
     # pharmacies do not take doctor registrations
     await hospital(engine, f"{tenant}-ph", kind="pharmacy")
     assert (await client.post("/api/identity/practitioner-registrations",

@@ -48,7 +48,7 @@ from yiyun.identity.verification_tables import practitioner_registration, real_n
 
 RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
 # The national identifier of a physician's practising certificate (医师执业证书编码).
-CERTIFICATE_SYSTEM = "https://yiyun.example.cn/fhir/sid/practising-certificate"
+CERTIFICATE_SYSTEM = "https://yiyun.example.cn/fhir/sid/practising-certificate/doctor"
 # Attempts per account in any 24 hours: enough for typing mistakes, too few to use the
 # provider as an oracle for guessing numbers (OWASP Authentication Cheat Sheet, "limit
 # failed attempts"; the figure is this platform's choice).
@@ -351,6 +351,10 @@ async def register_practitioner(
     busy = (await conn.execute(select(practitioner_registration.c.id).where(
         practitioner_registration.c.certificate == certificate,
         practitioner_registration.c.status.in_(("pending", "approved"))))).first()
+    if busy is None:
+        # a doctor the hospital already keeps (e.g. entered by its staff office) registers no second time
+        repo = FhirRepository(conn, RequestContext(tenant=hospital.slug, subject="service:registration"))
+        busy = await repo.find("Practitioner", [("identifier", f"{CERTIFICATE_SYSTEM}|{certificate}")]) or None
     if busy is not None:
         raise Conflict("该执业证书编码已注册或正在审核 (this certificate number is already registered)")
     acct = await create_staff(conn, username=username, display_name=name, password=password,
@@ -409,7 +413,7 @@ async def approve_registration(conn: AsyncConnection, ctx: AuthContext, reg_id: 
     practitioner = {
         "resourceType": "Practitioner", "active": True,
         "identifier": [{"use": "official", "system": CERTIFICATE_SYSTEM, "value": reg.certificate,
-                        "type": {"text": "医师执业证书编码"}}],
+                        "type": {"text": "执业证书编码"}}],
         "name": [{"use": "official", "text": reg.name}],
         "qualification": [{"identifier": [{"system": CERTIFICATE_SYSTEM, "value": reg.certificate}],
                            "code": {"text": "医师执业证书"}}],
