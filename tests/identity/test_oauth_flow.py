@@ -340,3 +340,44 @@ async def test_a_disabled_account_cannot_refresh(web, engine, world):
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
     bearer = {"Authorization": f"Bearer {body['access_token']}"}
     assert (await web.get(f"{FHIR}/Patient", headers=bearer)).status_code == 401  # the grant is revoked
+
+
+async def test_a_patient_sees_and_withdraws_an_authorisation(web, engine, world):
+    app_id = world["patient_app"].client_id
+    csrf = await sign_in(engine, web, world["zhang"].id, world["tenant"])
+    verifier, challenge = pkce()
+    _, q = await get_code(web, csrf, authorize_params(app_id, challenge))
+    cookie = web.cookies.get("yiyun_session")
+    web.cookies.clear()
+    body = (await web.post("/oauth2/token", data={
+        "grant_type": "authorization_code", "code": q["code"], "redirect_uri": REDIRECT, "client_id": app_id,
+        "code_verifier": verifier})).json()
+    bearer = {"Authorization": f"Bearer {body['access_token']}"}
+    web.cookies.set("yiyun_session", cookie)
+
+    page = await web.get("/authorized-apps")
+    assert page.status_code == 200 and "血压管家" in page.text and "读取您的全部健康记录" in page.text
+    import re
+
+    grant_id = re.search(r'action="/authorized-apps/([^/]+)/revoke"', page.text).group(1)
+    # someone else's session cannot withdraw it, nor can a forged form
+    r = await web.post(f"/authorized-apps/{grant_id}/revoke", data={"csrf_token": "forged"})
+    assert r.status_code == 403
+    await sign_in(engine, web, world["li"].id, world["tenant"])
+    li_csrf = (await web.get("/authorized-apps")).text.split('name="csrf_token" value="')[1].split('"')[0]
+    r = await web.post(f"/authorized-apps/{grant_id}/revoke", data={"csrf_token": li_csrf})
+    assert r.status_code == 404
+    assert (await web.get(f"{FHIR}/Patient/{world['pid']}", headers=bearer)).status_code == 200
+
+    web.cookies.set("yiyun_session", cookie)
+    r = await web.post(f"/authorized-apps/{grant_id}/revoke", data={"csrf_token": csrf})
+    assert r.status_code == 303 and r.headers["location"] == "/authorized-apps?done=1"
+    assert "血压管家" not in (await web.get("/authorized-apps")).text
+    web.cookies.clear()
+    assert (await web.get(f"{FHIR}/Patient/{world['pid']}", headers=bearer)).status_code == 401
+    r = await web.post("/oauth2/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"],
+                                               "client_id": app_id})
+    assert r.status_code == 400
+    # nobody signed in: to the sign-in page
+    r = await web.get("/authorized-apps")
+    assert r.status_code == 303 and r.headers["location"].startswith("/signin")

@@ -320,3 +320,52 @@ def describe(scope: str, locale: str) -> list[dict]:
         if text not in [i["text"] for i in items]:
             items.append({"text": text, "scope": str(s), "data": isinstance(s, ResourceScope)})
     return sorted(items, key=lambda i: not i["data"])  # what it may do with the record first
+
+
+# ------------------------------------------------------- authorised apps page
+def _shanghai(us: int) -> str:
+    from datetime import datetime, timedelta, timezone
+
+    return datetime.fromtimestamp(us / 1_000_000, timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M")
+
+
+@router.get("/authorized-apps")
+async def authorized_apps(request: Request) -> Response:
+    """The apps the signed-in user has allowed, each with a button to withdraw it."""
+    from yiyun.identity.sessions import require_page_user
+
+    ctx = await require_page_user(request)
+    async with unit_of_work(get_engine(), write=False) as conn:
+        active = await grants.active_grants_of(conn, ctx.account_id or "", ctx.tenant)
+    locale = _locale(request)
+    apps = [{"id": g.grant_id, "name": g.client_name, "items": describe(g.scope, locale),
+             "since": _shanghai(g.created_ts), "until": _shanghai(g.expires_ts)} for g in active]
+    return render(request, "identity/oauth_apps.html", apps=apps, done=request.query_params.get("done"))
+
+
+@router.post("/authorized-apps/{grant_id}/revoke")
+async def withdraw(request: Request, grant_id: str) -> Response:
+    """Withdraw one of the user's own authorisations: its tokens stop working at once."""
+    from yiyun.identity.oauth import revocation as revocation_ids
+    from yiyun.identity.sessions import check_csrf, current_user, require_page_user
+
+    ctx = await require_page_user(request)
+    user = await current_user(request)
+    try:
+        await check_csrf(request, user)
+    except Forbidden as exc:
+        return _error_page(request, PageError(exc.message, 403))
+    async with unit_of_work(get_engine()) as conn:
+        grant = await grants.get_grant(conn, grant_id[:36])
+        if grant is None or grant.account_id != ctx.account_id or grant.tenant != ctx.tenant:
+            return _error_page(request, PageError("没有找到这项授权 (no such authorisation)", 404))
+        if not grant.revoked:
+            await grants.revoke_grant(conn, grant.grant_id)
+            await audit.append(conn, [audit.AuditEntry(
+                tenant=ctx.tenant, actor=ctx.subject, role=",".join(ctx.roles) or None, action="token-revoked",
+                resource_type="OAuthClient", resource_id=grant.client_id[:64], client_address=ctx.client_address,
+                patient=f"Patient/{grant.patient}" if grant.patient else None,
+                detail={"kind": "grant", "id": grant.grant_id, "reason": "withdrawn by the user"},
+            )])
+    revocation_ids.remember(grant.grant_id, grants.now_us() + grants.access_lifetime_us() + 300 * grants.SECOND)
+    return RedirectResponse("/authorized-apps?done=1", status_code=303)

@@ -267,3 +267,26 @@ async def remember_assertion(conn: AsyncConnection, client_id: str, jti: str, ex
     except IntegrityError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class ActiveGrant:
+    grant_id: str
+    client_name: str
+    scope: str
+    created_ts: int
+    expires_ts: int
+
+
+async def active_grants_of(conn: AsyncConnection, account_id: str, tenant: str) -> list[ActiveGrant]:
+    """What a user has allowed apps to do and has not withdrawn (for the "authorised apps" page)."""
+    from yiyun.identity.oauth_tables import oauth_client
+
+    rows = await conn.execute(
+        select(oauth_grant.c.grant_id, oauth_client.c.name, oauth_grant.c.scope, oauth_grant.c.created_ts,
+               oauth_grant.c.expires_ts)
+        .select_from(oauth_grant.join(oauth_client, oauth_client.c.client_id == oauth_grant.c.client_id))
+        .where(oauth_grant.c.account_id == account_id, oauth_grant.c.tenant == tenant,
+               oauth_grant.c.revoked_ts.is_(None), oauth_grant.c.expires_ts > now_us())
+        .order_by(oauth_grant.c.created_ts.desc()))
+    return [ActiveGrant(r.grant_id, r.name, r.scope, int(r.created_ts), int(r.expires_ts)) for r in rows]
