@@ -175,7 +175,11 @@ async def chat_latency(base: str, consultations: list[tuple[str, str, str]], rat
 
     async def connect(url):
         async with sem:
-            return await websockets.connect(url, max_queue=None, open_timeout=60)
+            ws = await websockets.connect(url, max_queue=None, open_timeout=60)
+            # ready once the server has sent hello and replayed the conversation so far
+            hello = json.loads(await ws.recv())
+            assert hello["type"] == "hello", hello
+            return ws
 
     conns = []
     for cid, pid, did in consultations:
@@ -186,7 +190,7 @@ async def chat_latency(base: str, consultations: list[tuple[str, str, str]], rat
         patients.append(sockets[i])
         readers.append(asyncio.create_task(drain(sockets[i])))
         readers.append(asyncio.create_task(doctor_reader(sockets[i + 1])))
-    await asyncio.sleep(1.0)  # hello and replay frames settle
+    await asyncio.sleep(2.0)  # the replayed frames settle
 
     out = {"open_consultations": len(consultations), "websockets": len(sockets), "rates": {}}
     counter = 0

@@ -501,3 +501,34 @@ async def test_concurrent_messages_get_distinct_consecutive_sequence_numbers(cli
     assert seqs == list(range(start_seq + 1, start_seq + 14))
     comms = (await client.get(f"/fhir/R4/Communication?encounter=Encounter/{cid}&_summary=count")).json()["total"]
     assert comms == start_seq + 13
+
+
+async def test_messages_written_together_keep_their_own_answers(client, clinic):
+    from yiyun.core.errors import Conflict, NotFound
+    from yiyun.hospital.consultations.service import Party
+    from yiyun.hospital.consultations.writer import message_writer, send_text
+
+    open_ids = [await accepted(client, clinic) for _ in range(2)]
+    closed = await accepted(client, clinic)
+    await client.post(f"/api/consultations/{closed}/end", headers=clinic.doctor())
+    zhang = Party(clinic.tenant, "user:pat-zhang", "patient", "pat-zhang")
+    li = Party(clinic.tenant, "user:prac-li", "doctor", "prac-li")
+    wang = Party(clinic.tenant, "user:pat-wang", "patient", "pat-wang")
+    jobs = []
+    for i in range(10):
+        for cid in open_ids:
+            jobs.append(send_text(zhang if i % 2 else li, cid, f"消息{i}", f"w{i}"))
+    jobs.append(send_text(zhang, closed, "晚了", "late"))
+    jobs.append(send_text(wang, open_ids[0], "偷看", None))
+    jobs.append(send_text(zhang, open_ids[0], "消息1", "w1"))  # the same message twice in one batch
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    assert isinstance(results[20], Conflict) and isinstance(results[21], NotFound)
+    assert results[22][1] is False and results[22][0]["seq"] == results[2][0]["seq"]
+    assert message_writer().largest > 1
+    for cid in open_ids:
+        mine = [r[0] for r in results[:20] if r[0]["consultation"] == cid]
+        msgs = (await client.get(f"/api/consultations/{cid}/messages", headers=clinic.patient())).json()["messages"]
+        stored = [m for m in msgs if m["from"] != "system"]
+        assert sorted(m["seq"] for m in mine) == [m["seq"] for m in stored]
+        assert [m["text"] for m in stored] == [f"消息{i}" for i in range(10)]
+        assert {m["sender"] for m in stored} == {"Patient/pat-zhang", "Practitioner/prac-li"}

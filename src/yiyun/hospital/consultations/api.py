@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, Response
 
 from yiyun.core.errors import BadRequest
 from yiyun.identity.auth import AuthContext, require_subject
-from yiyun.hospital.consultations import chat, records, service, signalling, uploads
+from yiyun.hospital.consultations import chat, records, service, signalling, uploads, writer
 from yiyun.hospital.consultations.schemas import (
     EndIn,
     HandoverIn,
@@ -92,8 +92,7 @@ async def referral(cid: str, body: ReferralIn, ctx: AuthContext = Depends(requir
 @router.post("/{cid}/messages", status_code=201)
 async def post_message(cid: str, body: MessageIn, ctx: AuthContext = Depends(require_subject)):
     """Send a chat message (the REST fallback of the WebSocket); 409 once the consultation is closed."""
-    async with open_work(_party(ctx)) as work:
-        frame, created = await service.post_message(work, cid, text=body.text, client_id=body.client_id)
+    frame, created = await writer.send_text(_party(ctx), cid, body.text, body.client_id)
     return JSONResponse(frame, status_code=201 if created else 200)
 
 

@@ -37,7 +37,7 @@ from yiyun.core.errors import BadRequest, YiyunError
 from yiyun.core.logging import get_logger
 from yiyun.core.realtime import get_broker
 from yiyun.identity.sessions import WebSocketUnauthorized, websocket_context
-from yiyun.hospital.consultations import service, signalling
+from yiyun.hospital.consultations import service, signalling, writer
 from yiyun.hospital.consultations.service import Party, open_work, party_of
 
 log = get_logger("yiyun.consultation.chat")
@@ -196,9 +196,7 @@ async def _dispatch(conn: Connection, frame: dict) -> None:
     if kind == "ping":
         await conn.send({"type": "pong"})
     elif kind == "message":
-        client_id = frame.get("client_id")
-        async with open_work(conn.party) as work:
-            sent, created = await service.post_message(work, cid, text=frame.get("text"), client_id=client_id)
+        sent, created = await writer.send_text(conn.party, cid, frame.get("text"), frame.get("client_id"))
         if not created:
             await conn.send(sent)  # a retry: the sender gets the stored copy back
     elif kind == "read":

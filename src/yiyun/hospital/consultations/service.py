@@ -21,6 +21,7 @@ after the commit, so a frame never announces something that was rolled back.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -120,15 +121,33 @@ def workflow_repo(conn: AsyncConnection, party: Party) -> FhirRepository:
     return FhirRepository(conn, RequestContext(tenant=party.tenant, subject=party.subject))
 
 
+# SQLite has one writer at a time. Writers that find the database locked sleep in its busy
+# handler (backing off up to 100 ms a try), which makes chat latency spiky under load;
+# consultation writes of this process queue here instead, first come first served.
+_sqlite_writers: dict[tuple[str, int], asyncio.Lock] = {}
+
+
+def _writer_lock(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager:
+    if not is_sqlite(engine):
+        return contextlib.nullcontext()
+    key = (str(engine.url), id(asyncio.get_running_loop()))
+    lock = _sqlite_writers.get(key)
+    if lock is None:
+        lock = _sqlite_writers[key] = asyncio.Lock()
+    return lock
+
+
 @contextlib.asynccontextmanager
 async def open_work(party: Party, *, write: bool = True, engine: AsyncEngine | None = None) -> AsyncIterator[Work]:
     """One unit of work for `party`; its frames are published after the commit."""
-    async with unit_of_work(engine or get_engine(), write=write) as conn:
-        work = Work(conn, workflow_repo(conn, party), party)
-        yield work
-        flush = getattr(work.repo.policy, "flush", None)
-        if flush is not None:
-            await flush()
+    engine = engine or get_engine()
+    async with _writer_lock(engine) if write else contextlib.nullcontext():
+        async with unit_of_work(engine, write=write) as conn:
+            work = Work(conn, workflow_repo(conn, party), party)
+            yield work
+            flush = getattr(work.repo.policy, "flush", None)
+            if flush is not None:
+                await flush()
     if work.outbox:
         broker = get_broker()
         for ch, frame in work.outbox:
@@ -713,25 +732,34 @@ async def post_message(
 ) -> tuple[dict, bool]:
     """Persist one message as a Communication, then (after the commit) fan it out.
     Returns (frame, created); a retry with the same `client_id` returns the first copy."""
+    check_client_id(client_id)
+    if attachment is None:
+        text = check_text(text)
     row, relation = await load(work, cid, lock=True)
     if relation == "candidate":
         raise Forbidden("请先接诊再回复 (accept the consultation before replying)")
-    if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 64):
-        raise BadRequest("client_id 应为 1-64 个字符 (client_id must be 1-64 characters)")
     if client_id:
         existing = await _message_by_client_id(work, cid, client_id)
         if existing is not None:
             return existing, False
     _require_open(row)
-    if attachment is None:
-        text = (text or "").strip() if isinstance(text, str) else ""
-        if not text:
-            raise BadRequest("消息内容不能为空 (empty message)")
-        if len(text) > MAX_TEXT:
-            raise BadRequest(f"消息过长（最多 {MAX_TEXT} 字）(message too long)")
     frame = await _append(work, row, relation, kind or ("image" if attachment else "text"), text=text,
                           attachment=attachment, client_id=client_id)
     return frame, True
+
+
+def check_text(text: Any) -> str:
+    text = text.strip() if isinstance(text, str) else ""
+    if not text:
+        raise BadRequest("消息内容不能为空 (empty message)")
+    if len(text) > MAX_TEXT:
+        raise BadRequest(f"消息过长（最多 {MAX_TEXT} 字）(message too long)")
+    return text
+
+
+def check_client_id(client_id: Any) -> None:
+    if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 64):
+        raise BadRequest("client_id 应为 1-64 个字符 (client_id must be 1-64 characters)")
 
 
 async def _message_by_client_id(work: Work, cid: str, client_id: str) -> dict | None:
