@@ -392,3 +392,47 @@ async def test_browser_apps_may_call_the_token_endpoint_from_their_origin(anon):
     # the consent page and introspection are not for other origins
     r = await anon.post("/oauth2/introspect", data={"token": "x"}, headers={"Origin": "https://bp.example"})
     assert "access-control-allow-origin" not in r.headers
+
+
+async def test_keys_fetched_from_the_clients_jwks_url(anon, engine, org):
+    """A backend service that publishes its keys at a URL: fetched, cached, and used."""
+    import http.server
+    import json
+    import threading
+
+    key, jwks = keypair("ES384")
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            body = json.dumps(jwks).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        from yiyun.core.db import unit_of_work
+        from yiyun.identity.oauth.clients import create_client
+
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/jwks-{uuid.uuid4().hex}.json"
+        async with unit_of_work(engine) as conn:
+            client, secret = await create_client(conn, tenant=org, name="区域平台", kind="backend", redirect_uris=[],
+                                                 scope="system/*.rs", jwks_url=url)
+        assert secret is None
+        for _ in range(2):
+            r = await anon.post(TOKEN, data=cc_form(client.client_id, key, "ES384"))
+            assert r.status_code == 200, r.text
+        assert len(hits) == 1  # cached
+        other, _ = keypair("ES384")
+        r = await anon.post(TOKEN, data=cc_form(client.client_id, other, "ES384"))
+        assert r.status_code == 401
+    finally:
+        httpd.shutdown()

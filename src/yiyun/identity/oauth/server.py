@@ -164,7 +164,7 @@ async def verify_client_assertion(conn: AsyncConnection, assertion: str, audienc
     client = await _active_client(conn, str(unverified.get("iss") or ""))
     if header.get("alg") not in ASSERTION_ALGS:
         raise invalid_client(f"断言签名算法须为 {' 或 '.join(ASSERTION_ALGS)} (assertion must be signed {' or '.join(ASSERTION_ALGS)})")
-    keys = await _client_keys(client)
+    keys = await _client_keys(client, header.get("kid"))
     claims = _verify_signature(assertion, header, keys)
     now = int(time.time())
     if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
@@ -207,16 +207,22 @@ def _verify_signature(assertion: str, header: dict, keys: list[dict]) -> dict:
 
 _remote_jwks: dict[str, tuple[float, list[dict]]] = {}
 JWKS_CACHE_S = 300
+# A key id not in the cached set is looked up again (the client rotated its keys), but at
+# most this often, so unknown kids cannot make the server fetch on every request.
+JWKS_REFETCH_S = 30
 
 
-async def _client_keys(client: Client) -> list[dict]:
+async def _client_keys(client: Client, kid: object = None) -> list[dict]:
     if client.jwks:
         return list(client.jwks.get("keys") or [])
     if not client.jwks_url:
         raise invalid_client("此客户端未登记密钥 (this client has no registered keys)")
     cached = _remote_jwks.get(client.jwks_url)
-    if cached and time.monotonic() - cached[0] < JWKS_CACHE_S:
-        return cached[1]
+    if cached:
+        age = time.monotonic() - cached[0]
+        known = not kid or any(k.get("kid") == kid for k in cached[1])
+        if age < JWKS_CACHE_S and (known or age < JWKS_REFETCH_S):
+            return cached[1]
     import httpx
 
     try:
