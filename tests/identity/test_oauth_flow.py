@@ -381,3 +381,41 @@ async def test_a_patient_sees_and_withdraws_an_authorisation(web, engine, world)
     # nobody signed in: to the sign-in page
     r = await web.get("/authorized-apps")
     assert r.status_code == 303 and r.headers["location"].startswith("/signin")
+
+
+async def test_confidential_app_with_a_key_pair_exchanges_its_code_with_an_assertion(web, engine, world):
+    """client-confidential-asymmetric: the code exchange is authenticated with private_key_jwt."""
+    import time
+    import uuid
+
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    from yiyun.core.db import unit_of_work
+    from yiyun.identity.oauth.clients import create_client
+
+    key = RSAKey.generate_key(2048, private=True)
+    key.ensure_kid()
+    public = {**key.as_dict(private=False), "kid": key.kid}
+    async with unit_of_work(engine) as conn:
+        client, secret = await create_client(conn, tenant=world["tenant"], name="随访系统", kind="confidential",
+                                             redirect_uris=["https://followup.example/cb"],
+                                             scope="openid fhirUser user/Patient.rs", jwks={"keys": [public]})
+    assert secret is None
+    csrf = await sign_in(engine, web, world["li"].id, world["tenant"])
+    verifier, challenge = pkce()
+    _, q = await get_code(web, csrf, authorize_params(client.client_id, challenge, scope="openid user/Patient.rs",
+                                                     redirect="https://followup.example/cb"))
+    web.cookies.clear()
+    exchange = {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": "https://followup.example/cb",
+                "code_verifier": verifier}
+    assert (await web.post("/oauth2/token", data={**exchange, "client_id": client.client_id})).status_code == 401
+    assertion = jwt.encode({"alg": "RS384", "kid": key.kid}, {
+        "iss": client.client_id, "sub": client.client_id, "aud": "http://127.0.0.1:8000/oauth2/token",
+        "exp": int(time.time()) + 120, "jti": uuid.uuid4().hex}, key, algorithms=["RS384"])
+    r = await web.post("/oauth2/token", data={
+        **exchange, "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion})
+    # the unauthenticated attempt above was refused before the code was looked at: it is still good
+    assert r.status_code == 200, r.text
+    assert r.json()["scope"] == "openid user/Patient.rs"
