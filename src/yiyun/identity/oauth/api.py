@@ -105,7 +105,7 @@ async def token(request: Request) -> JSONResponse:
             auth = await server.authenticate_client(conn, form, request.headers.get("authorization", ""),
                                                     server.token_url(_base(request)), caller.seen)
             try:
-                issued = await handler(conn, engine, auth, form)
+                issued = await handler(conn, auth, form)
             except OAuthError as err:
                 # The refusal commits what it used up: a code or refresh token presented once is
                 # spent even when the exchange fails, and a replay's revocation stays.

@@ -271,6 +271,9 @@ async def _issue(conn: AsyncConnection, grant: grants.Grant, client: Client, gra
                   "scope": claims.scope}
     if claims.patient:
         body["patient"] = claims.patient
+        # standalone launch: the app itself shows whose record it is showing
+        # (https://hl7.org/fhir/smart-app-launch/app-launch.html#response-5)
+        body["need_patient_banner"] = True
     if with_refresh and grant.refresh_kind:
         body["refresh_token"] = await grants.create_refresh_token(conn, grant)
     if "openid" in scope.split() and client.kind != "backend":
@@ -280,7 +283,7 @@ async def _issue(conn: AsyncConnection, grant: grants.Grant, client: Client, gra
     return Issued(body, claims, grant_type, client)
 
 
-async def authorization_code_grant(conn: AsyncConnection, engine, auth: Authenticated, form: dict[str, str]) -> Issued:
+async def authorization_code_grant(conn: AsyncConnection, auth: Authenticated, form: dict[str, str]) -> Issued:
     client = auth.client
     if "authorization_code" not in client.grant_types:
         raise unauthorized_client("此客户端不能使用授权码 (this client may not use the authorization code grant)")
@@ -307,7 +310,7 @@ async def authorization_code_grant(conn: AsyncConnection, engine, auth: Authenti
     return await _issue(conn, grant, client, "authorization_code", nonce=use.nonce)
 
 
-async def refresh_token_grant(conn: AsyncConnection, engine, auth: Authenticated, form: dict[str, str]) -> Issued:
+async def refresh_token_grant(conn: AsyncConnection, auth: Authenticated, form: dict[str, str]) -> Issued:
     client = auth.client
     if "refresh_token" not in client.grant_types:
         raise unauthorized_client("此客户端不能使用刷新令牌 (this client may not use refresh tokens)")
@@ -340,7 +343,7 @@ async def refresh_token_grant(conn: AsyncConnection, engine, auth: Authenticated
     return await _issue(conn, grant, client, "refresh_token", scope=scope)
 
 
-async def client_credentials_grant(conn: AsyncConnection, engine, auth: Authenticated, form: dict[str, str]) -> Issued:
+async def client_credentials_grant(conn: AsyncConnection, auth: Authenticated, form: dict[str, str]) -> Issued:
     client = auth.client
     if "client_credentials" not in client.grant_types:
         raise unauthorized_client("只有后台服务可以使用 client_credentials (only backend services may use client_credentials)")
