@@ -200,6 +200,13 @@ async def test_rotation_and_values_stored_before_protection(client, engine, tena
     doctor = await treating_doctor(client, tenant, legacy)
     assert values((await client.get(f"{FHIR}/Patient/{legacy}", headers=doctor)).json())["rid"] == "440524********0014"
     assert await found(client, "identifier=440524188001010014") == [legacy]
+    # a masked caller writing the legacy record back keeps its real value (and seals it)
+    masked = (await client.get(f"{FHIR}/Patient/{legacy}", headers=doctor)).json()
+    assert (await client.put(f"{FHIR}/Patient/{legacy}", json=masked, headers=doctor)).status_code == 200
+    assert values((await client.get(f"{FHIR}/Patient/{legacy}")).json())["rid"] == "440524188001010014"
+    async with unit_of_work(engine, write=False) as conn:
+        current = (await conn.execute(select(resource_t.c.content).where(resource_t.c.rid == legacy_rid))).scalar()
+    assert b"440524188001010014" not in bytes(current) and b"v1.k1." in bytes(current)
 
     # a new key goes first; the old one still opens what it sealed
     keys.setenv("YIYUN_ENCRYPTION_KEYS", f"{K2},{K1}")

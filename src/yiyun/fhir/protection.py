@@ -238,7 +238,10 @@ def index_view(resource: dict) -> dict:
             try:
                 plain = p.open(kind, token)
             except Exception:
-                continue  # not searchable until the key is back; never index the mask
+                # not searchable until its key is back in the ring; never index the mask
+                node.pop("value", None)
+                node.pop("_value", None)
+                continue
         elif isinstance(node.get("value"), str):
             plain = node["value"]  # stored before protection
         else:
@@ -267,7 +270,12 @@ def reveal_content(res_type: str, res_id: str, content: bytes, disclosure: Discl
         value = node.get("value")
         if token is None:
             if not show and isinstance(value, str):
-                node["value"] = p.mask(kind, value)  # stored before protection: mask it now
+                # stored before protection: mask it now, with its ciphertext so that writing the
+                # masked resource back keeps the value
+                node["value"] = p.mask(kind, value)
+                rest = ext or {}
+                node["_value"] = {**rest, "extension": [*(rest.get("extension") or []),
+                                                        {"url": SEALED_URL, "valueString": p.seal(kind, value)}]}
                 changed = True
             continue
         if not show:
