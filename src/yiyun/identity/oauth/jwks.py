@@ -36,14 +36,19 @@ def _key(data_dir: str) -> RSAKey:
     if not path.exists():
         key = RSAKey.generate_key(2048, private=True)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # written whole under a temporary name, then linked into place: another process
+        # never reads half a key, and when two generate at once the first link wins
+        tmp = path.with_name(f".oidc-signing.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.as_pem(private=True))
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process wrote it first: use theirs
-            pass
-        else:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(key.as_pem(private=True))
+            os.link(tmp, path)
             log.warning("oidc_signing_key_generated", path=str(path))
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
     key = RSAKey.import_key(path.read_bytes())
     key.ensure_kid()
     return key

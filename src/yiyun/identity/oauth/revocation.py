@@ -22,7 +22,8 @@ log = get_logger("yiyun.oauth")
 
 REFRESH_S = 1.0
 # Rows are read from a little before the last read: a revocation whose transaction began
-# earlier but committed later still carries the earlier time.
+# earlier but committed later still carries the earlier time, and the servers' clocks
+# (kept by NTP) may differ by a few seconds.
 OVERLAP_US = 30 * 1_000_000
 
 _state: dict[str, tuple[float, int]] = {}  # database URL → (monotonic time of last read, revoked_ts read from)
