@@ -10,7 +10,10 @@ Communication. Target: p95 ≤ 100 ms. Then `GET /api/consultations/queue` (what
 doctor's queue page renders) is timed for a doctor whose department has `--waiting`
 consultations waiting.
 
-Client and server share the machine, so figures include the client's own work.
+Client and server share the machine, so figures include the client's own work. `lost`
+counts messages not received within 10 s after a phase ends (still queued, not dropped);
+`machine_load_1min` is the load average before and after the phase (other work on the
+machine slows every figure).
 Prints a table and saves `benchmarks/results/chat.json`.
 
     .venv/bin/python benchmarks/bench_chat.py [--backends sqlite,postgresql] [--open 500] [--rates 10,25,50]
