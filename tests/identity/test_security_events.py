@@ -111,7 +111,8 @@ async def test_tenant_policy_tunes_the_threshold(engine, tenant):
 
 async def test_every_break_glass_is_its_own_high_event(engine, tenant):
     bg = [AuditEntry(tenant=tenant, actor="Practitioner/li", role="doctor", action="break-glass", purpose="ETREAT",
-                     resource_type="Patient", resource_id=f"p{i}", patient=f"p{i}", ts=at(11) + i * MIN)
+                     resource_type="Patient", resource_id=f"p{i}", patient=f"p{i}", ts=at(11) + i * MIN,
+                     detail={"reason": f"昏迷患者 {i}"})
           for i in range(2)]
     await add(engine, bg)
     report = await scan(engine, tenant=tenant)
@@ -119,6 +120,7 @@ async def test_every_break_glass_is_its_own_high_event(engine, tenant):
     evs = await events(engine, tenant, kind="break-glass")
     assert {e["severity"] for e in evs} == {"high"}
     assert {e["detail"]["patient"] for e in evs} == {"Patient/p0", "Patient/p1"}
+    assert {e["detail"]["reason"] for e in evs} == {"昏迷患者 0", "昏迷患者 1"}
 
 
 async def test_after_hours_access_by_policy(engine, tenant):

@@ -53,8 +53,9 @@ SEVERITY = {"failed-signins": "medium", "many-patients": "medium", "break-glass"
 
 # Audit actions that count as a failed authentication: the sign-in pages write `signin-failed`
 # and `signin-locked` (`login-failed` is the older name), the API writes `token-rejected` for
-# a forged or expired token or session (`yiyun.identity.auditing`).
-FAILED_ACTIONS = frozenset({"login-failed", "signin-failed", "signin-locked", "token-rejected"})
+# a forged or expired token or session (`yiyun.identity.auditing`), the OAuth token endpoint
+# `token-refused` for a failed client authentication or grant.
+FAILED_ACTIONS = frozenset({"login-failed", "signin-failed", "signin-locked", "token-rejected", "token-refused"})
 READ_ACTIONS = frozenset({"read", "vread", "search", "history"})
 RECORD_ACTIONS = READ_ACTIONS | frozenset({"create", "update", "patch", "delete", "export", "operation"})
 
@@ -199,7 +200,7 @@ def _is_staff(row) -> bool:
 
 
 _COLS = [audit_log.c[n] for n in ("seq", "ts", "actor", "role", "action", "resource_type", "resource_id", "patient",
-                                   "outcome", "client_address", "purpose")]
+                                   "outcome", "client_address", "purpose", "detail")]
 
 
 def _sliding(rows: list, window_us: int, last_seq: int, value, on_new) -> None:
@@ -291,7 +292,17 @@ def _break_glass(rows, policy) -> list[Trigger]:
     return [Trigger("break-glass", r.actor, r.ts, r.seq, {
         "resource": f"{r.resource_type}/{r.resource_id}" if r.resource_id else r.resource_type,
         "patient": _patient_of(r), "purpose": r.purpose, "role": r.role, "outcome": r.outcome,
+        "reason": _reason(r.detail),
     }, dedupe=False) for r in rows if r.action == "break-glass"]
+
+
+def _reason(detail: str | None) -> str | None:
+    """The reason the user gave for an emergency override (`detail.reason`), if any."""
+    try:
+        value = orjson.loads(detail) if detail else None
+    except orjson.JSONDecodeError:
+        return None
+    return str(value["reason"])[:500] if isinstance(value, dict) and value.get("reason") else None
 
 
 def _after_hours(rows, policy) -> list[Trigger]:
