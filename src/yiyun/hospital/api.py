@@ -75,11 +75,22 @@ public = APIRouter(prefix="/api/hospital/directory", tags=["hospital"])
 router = APIRouter(prefix="/api/hospital", tags=["hospital"], dependencies=[Depends(require_subject)])
 
 
-def hospital_repo(conn: AsyncConnection, hospital: str, ctx: RequestContext) -> FhirRepository:
+def hospital_repo(conn: AsyncConnection, hospital: str, ctx: RequestContext, *,
+                  flushes_audit: bool = False) -> FhirRepository:
     """The hospital's repository for a request this module has authorised itself; writes
-    are audited under the caller's subject."""
-    return FhirRepository(conn, RequestContext(tenant=hospital, subject=ctx.subject, roles=tuple(ctx.roles),
+    are audited under the caller's subject. With `flushes_audit` the booking workflow's
+    audit entries wait for `finish(repo)` just before the commit."""
+    repo = FhirRepository(conn, RequestContext(tenant=hospital, subject=ctx.subject, roles=tuple(ctx.roles),
                                                client_address=ctx.client_address, base_url=ctx.base_url))
+    repo.flushes_audit = flushes_audit
+    return repo
+
+
+async def finish(repo: FhirRepository) -> None:
+    """Append the unit of work's pending audit entries (call last, before the commit)."""
+    flush = getattr(repo.policy, "flush", None)
+    if flush is not None:
+        await flush()
 
 
 def _is_system(ctx: AuthContext) -> bool:
@@ -197,8 +208,9 @@ async def book(body: BookRequest, ctx: AuthContext = Depends(require_subject)) -
         patient = body.patient or actor.patient
         if patient is None:
             raise BadRequest("请指明就诊人 (patient is required)")
-        stored = await booking.book(hospital_repo(conn, hospital, ctx), actor, body.slot, patient,
-                                    comment=body.comment, based_on=body.based_on)
+        repo = hospital_repo(conn, hospital, ctx, flushes_audit=True)
+        stored = await booking.book(repo, actor, body.slot, patient, comment=body.comment, based_on=body.based_on)
+        await finish(repo)
         return booking.summarise(stored.resource, hospital)
 
 
@@ -224,8 +236,9 @@ async def cancel(hospital: str, appointment_id: str, body: CancelRequest | None 
                  ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
     async with unit_of_work(get_engine()) as conn:
         actor = await _booking_actor(conn, ctx, hospital, create=False)
-        stored = await booking.cancel(hospital_repo(conn, hospital, ctx), actor, appointment_id,
-                                      body.reason if body else None)
+        repo = hospital_repo(conn, hospital, ctx, flushes_audit=True)
+        stored = await booking.cancel(repo, actor, appointment_id, body.reason if body else None)
+        await finish(repo)
         return booking.summarise(stored.resource, hospital)
 
 
@@ -234,7 +247,9 @@ async def reschedule(hospital: str, appointment_id: str, body: RescheduleRequest
                      ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
     async with unit_of_work(get_engine()) as conn:
         actor = await _booking_actor(conn, ctx, hospital, create=False)
-        stored = await booking.reschedule(hospital_repo(conn, hospital, ctx), actor, appointment_id, body.slot)
+        repo = hospital_repo(conn, hospital, ctx, flushes_audit=True)
+        stored = await booking.reschedule(repo, actor, appointment_id, body.slot)
+        await finish(repo)
         return booking.summarise(stored.resource, hospital)
 
 
@@ -242,7 +257,9 @@ async def reschedule(hospital: str, appointment_id: str, body: RescheduleRequest
 async def noshow(hospital: str, appointment_id: str, ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
     actor = _staff(ctx, hospital)
     async with unit_of_work(get_engine()) as conn:
-        stored = await booking.mark_noshow(hospital_repo(conn, hospital, ctx), actor, appointment_id)
+        repo = hospital_repo(conn, hospital, ctx, flushes_audit=True)
+        stored = await booking.mark_noshow(repo, actor, appointment_id)
+        await finish(repo)
         return booking.summarise(stored.resource, hospital)
 
 

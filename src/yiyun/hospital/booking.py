@@ -35,6 +35,7 @@ and an `Actor`, never commit):
 
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -107,11 +108,21 @@ RULE_LIMITS = {
 }
 
 
+# Rules change rarely and are read on every patient booking: kept in process for a few
+# seconds (another process sees a change within RULES_CACHE_SECONDS).
+RULES_CACHE_SECONDS = 5.0
+_rules_cache: dict[tuple[str, str], tuple[float, BookingRules]] = {}
+
+
 async def get_rules(conn: AsyncConnection, tenant: str) -> BookingRules:
+    key = (str(conn.engine.url), tenant)
+    hit = _rules_cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < RULES_CACHE_SECONDS:
+        return BookingRules(**hit[1].as_dict())
     row = (await conn.execute(select(booking_rule).where(booking_rule.c.tenant == tenant))).first()
-    if row is None:
-        return BookingRules()
-    return BookingRules(**{k: getattr(row, k) for k in RULE_LIMITS})
+    rules = BookingRules() if row is None else BookingRules(**{k: getattr(row, k) for k in RULE_LIMITS})
+    _rules_cache[key] = (time.monotonic(), rules)
+    return BookingRules(**rules.as_dict())
 
 
 async def set_rules(conn: AsyncConnection, tenant: str, **changes) -> BookingRules:
@@ -127,6 +138,7 @@ async def set_rules(conn: AsyncConnection, tenant: str, **changes) -> BookingRul
             raise BadRequest(f"预约规则 {key} 须为 {lo}–{hi} 的整数 (out of range)")
         setattr(rules, key, value)
     values = {**rules.as_dict(), "updated_ts": now_us()}
+    _rules_cache.pop((str(conn.engine.url), tenant), None)
     exists = (await conn.execute(select(booking_rule.c.tenant).where(booking_rule.c.tenant == tenant))).first()
     if exists:
         await conn.execute(update(booking_rule).where(booking_rule.c.tenant == tenant).values(**values))
@@ -167,6 +179,50 @@ def _actor_of(repo: FhirRepository) -> Actor:
     return getattr(repo, "booking_actor", None) or actor_from_context(repo.ctx)
 
 
+WRITE_ACTIONS = frozenset({"create", "update", "patch", "delete"})
+
+
+class DeferredAudit:
+    """The caller's unit-of-work policy, except that the audit entries of this workflow's
+    own writes join the caller's pending entries, appended just before the commit.
+
+    The audit chain's head stays locked from an append to the commit
+    (`yiyun.identity.audit`: "append late in a transaction"); marking a Slot busy early in
+    a booking would otherwise hold it for the rest of the booking and queue every other
+    booking of the hospital behind it. Deferral happens only where someone flushes the
+    pending entries: a token's unit of work (the FHIR API flushes it) or a repository
+    marked `flushes_audit` (the hospital API flushes it); elsewhere entries are appended
+    at once, as before."""
+
+    def __init__(self, bound, defer: bool) -> None:
+        self._bound = bound
+        self._defer = defer and isinstance(getattr(bound, "pending", None), list) and hasattr(bound, "policy")
+
+    def __getattr__(self, name):
+        return getattr(self._bound, name)
+
+    async def record(self, ctx, action, res_type, res_id, outcome, detail=None) -> None:
+        await self.record_batch(ctx, [(action, res_type, res_id, outcome)], detail)
+
+    async def record_batch(self, ctx, events, detail=None) -> None:
+        if not self._defer:
+            batch = getattr(self._bound, "record_batch", None)
+            if batch is not None:
+                return await batch(ctx, events, detail)
+            for action, res_type, res_id, outcome in events:
+                await self._bound.record(ctx, action, res_type, res_id, outcome, detail)
+            return
+        recorder = self._bound.policy.recorder
+        self._bound.pending.extend(recorder.entry(ctx, a, t, i, o, detail) for a, t, i, o in events
+                                   if a in WRITE_ACTIONS and o == "ok")
+
+
+def _flushed_by_owner(repo: FhirRepository) -> bool:
+    from yiyun.identity.policy import is_token_context
+
+    return bool(getattr(repo, "flushes_audit", False)) or is_token_context(repo.ctx)
+
+
 def system_repo(repo: FhirRepository, actor: Actor | None = None) -> FhirRepository:
     """A repository on the same unit of work acting as the hospital itself.
 
@@ -176,7 +232,8 @@ def system_repo(repo: FhirRepository, actor: Actor | None = None) -> FhirReposit
     ctx = RequestContext(tenant=repo.ctx.tenant, subject=repo.ctx.subject, roles=tuple(repo.ctx.roles),
                          purpose=repo.ctx.purpose, client_address=repo.ctx.client_address,
                          base_url=repo.ctx.base_url)
-    sys_repo = FhirRepository(repo.conn, ctx, policy=repo.policy, validate=False)
+    policy = repo.policy if isinstance(repo.policy, DeferredAudit) else DeferredAudit(repo.policy, _flushed_by_owner(repo))
+    sys_repo = FhirRepository(repo.conn, ctx, policy=policy, validate=False)
     sys_repo.booking_actor = actor or _actor_of(repo)
     sys_repo.after_commit = repo.after_commit
     return sys_repo
@@ -225,6 +282,12 @@ def _start_us(resource: dict) -> int | None:
 def _day_bounds(day) -> tuple[str, str]:
     start = local_moment(day, datetime.min.time())
     return start.isoformat(), (start + timedelta(days=1)).isoformat()
+
+
+def _slots_changed(tenant: str) -> None:
+    from yiyun.hospital.catalogue import slots_changed
+
+    slots_changed(tenant)
 
 
 # ------------------------------------------------------------------ the write hook
@@ -296,6 +359,7 @@ async def _release(repo, actor: Actor, sid: str, old: dict, rules: BookingRules 
     if slot.get("status") == "busy" and (start_us is None or start_us > now):
         # a slot whose time has passed stays busy: nobody can use it any more
         await system_repo(repo, actor).update("Slot", sid, {**slot, "status": "free"})
+        _slots_changed(repo.ctx.tenant)
 
 
 async def _acquire(repo, actor: Actor, plan: PlannedWrite, sids: list[str], rules, now: int) -> None:
@@ -329,7 +393,8 @@ async def _acquire(repo, actor: Actor, plan: PlannedWrite, sids: list[str], rule
     writer = system_repo(repo, actor)
     for sid, slot, _ in slots:
         await writer.update("Slot", sid, {**slot, "status": "busy"})
-    await _schedule_reminders(repo.conn, repo.ctx.tenant, plan.res_id, first_start, now)
+    _slots_changed(repo.ctx.tenant)
+    await _schedule_reminders(repo.conn, repo.ctx.tenant, plan.res_id, first_start, now, fresh=plan.existing is None)
 
 
 async def _check_slot_free(repo, sid: str, slot: dict, appointment_id: str, patient: str) -> None:
@@ -415,8 +480,10 @@ async def _next_queue_number(repo, schedule_id: str, day: str, appointment_id: s
 REMINDER_OFFSETS = (("24h", 24 * 60), ("2h", 2 * 60))
 
 
-async def _schedule_reminders(conn, tenant: str, appointment_id: str, start_us: int, now: int) -> None:
-    await conn.execute(delete(reminder).where(reminder.c.tenant == tenant, reminder.c.appointment == appointment_id))
+async def _schedule_reminders(conn, tenant: str, appointment_id: str, start_us: int, now: int, *,
+                              fresh: bool = False) -> None:
+    if not fresh:
+        await conn.execute(delete(reminder).where(reminder.c.tenant == tenant, reminder.c.appointment == appointment_id))
     rows = [{"tenant": tenant, "appointment": appointment_id, "kind": kind,
              "due_us": start_us - minutes * US_PER_MIN, "sent_us": None}
             for kind, minutes in REMINDER_OFFSETS if start_us - minutes * US_PER_MIN > now]

@@ -310,12 +310,40 @@ async def free_slots(conn: AsyncConnection, slug: str, schedule_ids: list[str], 
     return [slot_summary(s.resource) for s in result.matches]
 
 
-def _next_by_schedule(slots: list[dict], per: int) -> dict[str, list[dict]]:
+# Lists show each doctor's next free slots from a cache of NEXT_SLOTS_SECONDS: a list is
+# read far more often than slots change, and a slot taken meanwhile is refused clearly at
+# booking (409). The doctor's own page and booking always read live. Bookings and
+# cancellations in this process drop the hospital's entries at once.
+NEXT_SLOTS_SECONDS = 5.0
+_next_cache: dict[tuple[str, str, str, int, int], tuple[float, list[dict]]] = {}
+
+
+def slots_changed(slug: str) -> None:
+    for key in [k for k in _next_cache if k[1] == slug]:
+        _next_cache.pop(key, None)
+
+
+async def next_free_slots(conn: AsyncConnection, slug: str, schedule_ids: list[str], *, per: int = 3,
+                          days: int = 7) -> dict[str, list[dict]]:
+    """The next `per` free Slots of each Schedule (one small search each, cached briefly)."""
+    now = time.monotonic()
     out: dict[str, list[dict]] = {}
-    for s in slots:
-        bucket = out.setdefault(s["schedule"], [])
-        if len(bucket) < per:
-            bucket.append(s)
+    missing = []
+    for sid in schedule_ids:
+        hit = _next_cache.get((str(conn.engine.url), slug, sid, per, days))
+        if hit is not None and now - hit[0] < NEXT_SLOTS_SECONDS:
+            out[sid] = hit[1]
+        else:
+            missing.append(sid)
+    start = datetime.now(timezone.utc)
+    end = start + timedelta(days=days)
+    repo = directory_repo(conn, slug)
+    for sid in missing:
+        result = await repo.search("Slot", [
+            ("schedule", f"Schedule/{sid}"), ("status", "free"), ("start", f"gt{instant(start)}"),
+            ("start", f"lt{instant(end)}"), ("_sort", "start"), ("_count", str(per))])
+        out[sid] = [slot_summary(s.resource) for s in result.matches]
+        _next_cache[(str(conn.engine.url), slug, sid, per, days)] = (now, out[sid])
     return out
 
 
@@ -356,7 +384,7 @@ async def list_doctors(conn: AsyncConnection, slug: str, *, department: str | No
         docs = {rid: doc for rid, doc in docs.items() if any(s["type"] == consultation_type for s in doc["services"])}
     schedule_ids = [s["schedule"] for doc in docs.values() for s in doc["services"]
                     if consultation_type is None or s["type"] == consultation_type]
-    by_schedule = _next_by_schedule(await free_slots(conn, slug, schedule_ids, days=days, count=1000), next_count)
+    by_schedule = await next_free_slots(conn, slug, schedule_ids, per=next_count, days=days)
     for doc in docs.values():
         nxt = sorted((s for sv in doc["services"] for s in by_schedule.get(sv["schedule"], [])),
                      key=lambda s: s["start"])

@@ -1,0 +1,276 @@
+"""Booking benchmark: 200 concurrent patients against one server process, SQLite and PostgreSQL.
+
+Phases (each on its own day of slots, so the one-booking-per-department-a-day rule never
+refuses a patient):
+
+- distinct:  200 patients book 200 different slots at once through the JSON API;
+- contended: 200 patients race for 20 slots (10 per slot) through the JSON API;
+- fhir:      200 `POST Appointment/$book` by a hospital system on 200 different slots;
+- doctor list: the patient's doctor list (`GET /api/hospital/directory/hospitals/{slug}/doctors`)
+  sequentially and 20 at a time.
+
+Reports bookings/s, latency percentiles, and double bookings counted in the database
+afterwards (active Appointments per Slot > 1, or a booked Slot not marked busy). Saves
+`benchmarks/results/booking.json`.
+
+    .venv/bin/python benchmarks/bench_booking.py [--backends sqlite,postgresql] [--patients 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import drop_database, machine_info, new_database, save_results  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+HOSPITAL = "bench-hospital"
+SECRET = os.environ.setdefault("YIYUN_SECRET_KEY", "bench-signing-key-" + uuid.uuid4().hex)
+DOCTORS = 10
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return round(values[min(len(values) - 1, int(len(values) * p))], 1)
+
+
+def latency(values: list[float]) -> dict:
+    return {"n": len(values), "p50_ms": pct(values, 0.5), "p95_ms": pct(values, 0.95), "p99_ms": pct(values, 0.99),
+            "mean_ms": round(statistics.fmean(values), 1), "max_ms": round(max(values), 1)}
+
+
+def token(**claims) -> dict[str, str]:
+    from yiyun.identity.tokens import issue_access_token
+
+    tok, _ = issue_access_token(tenant=HOSPITAL, minutes=24 * 60, **claims)
+    return {"Authorization": f"Bearer {tok}"}
+
+
+class Server:
+    def __init__(self, db_url: str, data_dir: Path, port: int):
+        self.env = {**os.environ, "YIYUN_DATABASE_URL": db_url, "YIYUN_DATA_DIR": str(data_dir),
+                    "YIYUN_LOG_LEVEL": "WARNING", "YIYUN_SECRET_KEY": SECRET}
+        self.base = f"http://127.0.0.1:{port}"
+        self.port = port
+
+    def __enter__(self):
+        self.log = open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "yiyun.cli", "serve", "--port", str(self.port)],
+                                     env=self.env, cwd=REPO, stdout=self.log, stderr=self.log)
+        for _ in range(150):
+            try:
+                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+        self.log.close()
+
+
+async def search_all(repo, res_type: str, params: list[tuple[str, str]]) -> list:
+    out, params = [], [*params, ("_count", "1000")]
+    while True:
+        result = await repo.search(res_type, params)
+        out.extend(result.matches)
+        if result.next_params is None or not result.matches:
+            return out
+        params = result.next_params
+
+
+async def seed(db_url: str, patients: int) -> dict:
+    """A hospital with one department, DOCTORS doctors, each with 5-minute clinic slots
+    08:00–18:00 on the next three days, and the patients."""
+    from yiyun.core.db import create_engine_for, refresh_statistics, unit_of_work
+    from yiyun.fhir.model import RequestContext
+    from yiyun.fhir.repository import FhirRepository
+    from yiyun.hospital import booking, schedules
+    from yiyun.hospital.codes import today_local
+    from yiyun.identity.accounts import create_tenant
+
+    engine = create_engine_for(db_url)
+    first = today_local() + timedelta(days=1)
+    async with unit_of_work(engine) as conn:
+        await create_tenant(conn, HOSPITAL, name="压测医院", kind="hospital")
+        await booking.set_rules(conn, HOSPITAL, max_active_per_day=5)
+        repo = FhirRepository(conn, RequestContext(tenant=HOSPITAL, subject="bench"))
+        base = [
+            {"resourceType": "Organization", "id": "org-bench", "name": "压测医院", "active": True},
+            {"resourceType": "Location", "id": "loc-bench", "name": "压测医院", "status": "active",
+             "position": {"latitude": 28.19, "longitude": 112.98}},
+            {"resourceType": "HealthcareService", "id": "hs-bench", "active": True, "name": "内科门诊",
+             "type": [{"text": "内科"}], "providedBy": {"reference": "Organization/org-bench"}},
+        ]
+        for i in range(DOCTORS):
+            base.append({"resourceType": "Practitioner", "id": f"prac-{i}", "name": [{"text": f"医生{i}"}],
+                         "qualification": [{"code": {"text": "主治医师"}}]})
+            base.append({"resourceType": "PractitionerRole", "id": f"role-{i}", "active": True,
+                         "practitioner": {"reference": f"Practitioner/prac-{i}", "display": f"医生{i}"},
+                         "healthcareService": [{"reference": "HealthcareService/hs-bench"}]})
+        base += [{"resourceType": "Patient", "id": f"pat-{n}", "name": [{"text": f"患者{n}"}]} for n in range(patients)]
+        for r in base:
+            await repo.update(r["resourceType"], r["id"], r)
+        for i in range(DOCTORS):
+            sched = await schedules.create_schedule(repo, f"role-{i}", "clinic", fee_fen=2000)
+            await schedules.add_template(conn, HOSPITAL, sched.res_id, weekdays=[1, 2, 3, 4, 5, 6, 7], start="08:00",
+                                         end="18:00", slot_minutes=5)
+        report = await schedules.generate_slots(repo, start_day=first, days=3)
+        by_day: dict[str, list[str]] = {}
+        for s in await search_all(repo, "Slot", [("_sort", "start")]):
+            by_day.setdefault(s.resource["start"][:10], []).append(s.res_id)
+    await refresh_statistics(engine)  # as autovacuum would: plan searches on the loaded sizes
+    await engine.dispose()
+    days = sorted(by_day)
+    return {"slots": report.created, "days": [by_day[d] for d in days]}
+
+
+async def timed_post(client, url, json, headers) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    r = await client.post(url, json=json, headers=headers)
+    return r.status_code, (time.perf_counter() - t0) * 1000
+
+
+async def burst(client, calls) -> dict:
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*calls)
+    wall = time.perf_counter() - t0
+    codes = Counter(code for code, _ in results)
+    ok = codes.get(201, 0)
+    return {"requests": len(results), "booked": ok, "status_codes": dict(codes), "wall_s": round(wall, 2),
+            "bookings_per_s": round(ok / wall, 1), "requests_per_s": round(len(results) / wall, 1),
+            "latency": latency([ms for _, ms in results])}
+
+
+async def check_double_bookings(db_url: str) -> dict:
+    from yiyun.core.db import create_engine_for, unit_of_work
+    from yiyun.fhir.model import RequestContext
+    from yiyun.fhir.repository import FhirRepository
+    from yiyun.hospital.booking import ACTIVE_STATUSES, slot_ids
+
+    engine = create_engine_for(db_url)
+    async with unit_of_work(engine, write=False) as conn:
+        repo = FhirRepository(conn, RequestContext(tenant=HOSPITAL))
+        appts = await search_all(repo, "Appointment", [])
+        busy = await search_all(repo, "Slot", [("status", "busy")])
+    await engine.dispose()
+    per_slot = Counter(sid for a in appts if a.resource.get("status") in ACTIVE_STATUSES for sid in slot_ids(a.resource))
+    doubles = sum(1 for n in per_slot.values() if n > 1)
+    busy_ids = {s.res_id for s in busy}
+    return {"active_appointments": sum(per_slot.values()), "busy_slots": len(busy_ids),
+            "double_bookings": doubles, "booked_slots_not_busy": len(set(per_slot) - busy_ids)}
+
+
+async def doctor_list(client, n: int = 200, concurrency: int = 20) -> dict:
+    url = f"/api/hospital/directory/hospitals/{HOSPITAL}/doctors"
+    await client.get(url)  # warm the directory cache
+    seq = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = await client.get(url)
+        assert r.status_code == 200, r.text
+        seq.append((time.perf_counter() - t0) * 1000)
+    conc: list[float] = []
+
+    async def one():
+        t0 = time.perf_counter()
+        await client.get(url)
+        conc.append((time.perf_counter() - t0) * 1000)
+
+    for _ in range(n // concurrency):
+        await asyncio.gather(*[one() for _ in range(concurrency)])
+    return {"sequential": latency(seq), f"concurrent_{concurrency}": latency(conc)}
+
+
+def client_for(base: str, patients: int) -> httpx.AsyncClient:
+    # a fresh client per phase: the server closes keep-alive connections idle for 5 s
+    limits = httpx.Limits(max_connections=patients + 10, max_keepalive_connections=patients + 10)
+    return httpx.AsyncClient(base_url=base, timeout=300, limits=limits)
+
+
+async def run_phases(base: str, plan: dict, patients: int) -> dict:
+    heads = [token(subject=f"user:p{n}", scope="patient/*.cruds", roles=("patient",), patient=f"pat-{n}")
+             for n in range(patients)]
+    system = token(subject="service:bench", scope="system/*.cruds")
+    day1, day2, day3 = plan["days"][:3]
+    async with client_for(base, patients) as client:
+        # warm up the server's code paths on a slot nobody races for
+        await client.post("/api/hospital/appointments", json={"slot": day3[-1]}, headers=heads[0])
+        distinct = await burst(client, [
+            timed_post(client, "/api/hospital/appointments", {"slot": day1[n]}, heads[n]) for n in range(patients)])
+    contested = day2[: patients // 10]
+    async with client_for(base, patients) as client:
+        contended = await burst(client, [
+            timed_post(client, "/api/hospital/appointments", {"slot": contested[n % len(contested)]}, heads[n])
+            for n in range(patients)])
+    contended["contested_slots"] = len(contested)
+    async with client_for(base, patients) as client:
+        fhir = await burst(client, [
+            timed_post(client, "/fhir/R4/Appointment/$book", {"resourceType": "Parameters", "parameter": [
+                {"name": "appointment", "resource": {
+                    "resourceType": "Appointment", "status": "proposed", "slot": [{"reference": f"Slot/{day3[n]}"}],
+                    "participant": [{"actor": {"reference": f"Patient/pat-{n}"}, "status": "accepted"}]}}]},
+                       system) for n in range(patients)])
+    async with client_for(base, patients) as client:
+        pages = await doctor_list(client)
+    return {"distinct": distinct, "contended": contended, "fhir_book": fhir, "doctor_list": pages}
+
+
+def run_backend(backend: str, patients: int, port: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        db_url = new_database(backend, Path(tmp), "booking")
+        try:
+            env = {**os.environ, "YIYUN_DATABASE_URL": db_url, "YIYUN_DATA_DIR": tmp, "YIYUN_SECRET_KEY": SECRET}
+            subprocess.run([sys.executable, "-m", "yiyun.cli", "db", "upgrade"], env=env, check=True,
+                           capture_output=True, cwd=REPO)
+            plan = asyncio.run(seed(db_url, patients))
+            with Server(db_url, Path(tmp), port) as server:
+                phases = asyncio.run(run_phases(server.base, plan, patients))
+            integrity = asyncio.run(check_double_bookings(db_url))
+        finally:
+            drop_database(db_url)
+    return {"slots": plan["slots"], **phases, "integrity": integrity}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--patients", type=int, default=200)
+    ap.add_argument("--port", type=int, default=8771)
+    args = ap.parse_args()
+    results = {"benchmark": "booking", "machine": machine_info(), "patients": args.patients,
+               "target": {"booking_p95_ms": 200}, "backends": {}}
+    for backend in args.backends.split(","):
+        print(f"-- {backend}", flush=True)
+        r = run_backend(backend, args.patients, args.port)
+        results["backends"][backend] = r
+        for phase in ("distinct", "contended", "fhir_book"):
+            p = r[phase]
+            print(f"{phase:10s} booked {p['booked']:4d}/{p['requests']} {p['bookings_per_s']:7.1f} bookings/s "
+                  f"p50 {p['latency']['p50_ms']} ms p95 {p['latency']['p95_ms']} ms codes {p['status_codes']}")
+        d = r["doctor_list"]
+        print(f"doctor list p95 sequential {d['sequential']['p95_ms']} ms, 20 concurrent "
+              f"{d['concurrent_20']['p95_ms']} ms")
+        print(f"integrity {r['integrity']}", flush=True)
+    path = save_results("booking", results)
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
