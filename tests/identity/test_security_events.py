@@ -203,3 +203,27 @@ def test_security_commands(db_url, tenant):
     assert changed.returncode == 0 and json.loads(changed.stdout)["after_hours"]["enabled"] is False
     assert cli("policy", "--tenant", tenant, "--set", '{"after_hours": {"start": "x"}}').returncode == 2
     assert cli("policy", "--tenant", tenant, "--set", "{not json").returncode == 2
+
+
+async def test_many_patients_counts_records_and_searches_that_name_no_patient(engine, tenant, repo_factory):
+    """Staff reading Observations (entries without a patient) and searching one patient at a
+    time are attributed to the patients whose records they are."""
+    async with repo_factory() as repo:
+        pats = [(await repo.create({"resourceType": "Patient", "name": [{"family": f"p{i}"}]})).stored.res_id
+                for i in range(4)]
+        obs = [(await repo.create({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                                  "subject": {"reference": f"Patient/{p}"}})).stored.res_id for p in pats[:2]]
+    async with unit_of_work(engine) as conn:
+        await set_policy(conn, tenant, {"many_patients": {"threshold": 3}})
+    entries = [AuditEntry(tenant=tenant, actor="Practitioner/li", role="doctor", action="read",
+                          resource_type="Observation", resource_id=o, ts=at(10) + i * MIN) for i, o in enumerate(obs)]
+    entries += [AuditEntry(tenant=tenant, actor="Practitioner/li", role="doctor", action="search",
+                           resource_type="Observation", detail=[("subject", f"Patient/{p}")], ts=at(10, 5) + i * MIN)
+                for i, p in enumerate(pats[2:])]
+    await add(engine, entries[:3])
+    assert (await scan(engine, tenant=tenant)).raised == 0  # three patients: not more than 3
+    await add(engine, entries[3:])
+    report = await scan(engine, tenant=tenant)
+    assert report.by_kind == {"many-patients": 1}
+    [ev] = await events(engine, tenant)
+    assert ev["detail"]["distinct_patients"] == 4

@@ -256,10 +256,59 @@ async def _failed_signins(conn, tenant, rows, state, policy) -> list[Trigger]:
     return triggers
 
 
+_QUERY_PATIENT = ("patient", "subject", "subject:Patient", "patient:Patient", "beneficiary")
+
+
+def _query_patient(detail: str | None) -> str | None:
+    """The patient a search was limited to (`subject=Patient/x`, `patient=x`), if any."""
+    try:
+        value = orjson.loads(detail) if detail else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("query"), str):
+        return None
+    from urllib.parse import parse_qsl
+
+    for name, v in parse_qsl(value["query"]):
+        if name in _QUERY_PATIENT and v and "," not in v:
+            pid = v.split("/", 1)[1] if v.startswith("Patient/") else v
+            if "/" not in pid:
+                return f"Patient/{pid}"
+    return None
+
+
+async def _record_patients(conn, tenant: str, rows: list) -> dict[tuple[str, str], str]:
+    """Whose record each read resource belongs to, from the FHIR store's reference index
+    (the Patient compartment: https://hl7.org/fhir/R4/compartmentdefinition-patient.html),
+    for entries that do not name the patient themselves (staff reading an Observation)."""
+    from sqlalchemy import tuple_
+
+    from yiyun.fhir.bulk import patient_compartment
+    from yiyun.fhir.search.tables import idx_reference
+    from yiyun.fhir.tables import resource as fhir_resource
+
+    wanted = sorted({(r.resource_type, r.resource_id) for r in rows
+                     if not r.patient and r.resource_id and r.resource_type not in (None, "Patient")})
+    if not wanted:
+        return {}
+    pairs = [(t, p) for t, params in patient_compartment().items() for p in params]
+    found: dict[tuple[str, str], str] = {}
+    for i in range(0, len(wanted), 500):
+        part = wanted[i:i + 500]
+        q = (select(fhir_resource.c.res_type, fhir_resource.c.res_id, idx_reference.c.target_id)
+             .select_from(fhir_resource.join(idx_reference, idx_reference.c.rid == fhir_resource.c.rid))
+             .where(fhir_resource.c.tenant == tenant,
+                    tuple_(fhir_resource.c.res_type, fhir_resource.c.res_id).in_(part),
+                    idx_reference.c.target_type == "Patient", idx_reference.c.url.is_(None),
+                    tuple_(idx_reference.c.res_type, idx_reference.c.param).in_(pairs)))
+        for rt, rid, target in (await conn.execute(q)).all():
+            found.setdefault((rt, rid), f"Patient/{target}")
+    return found
+
+
 async def _many_patients(conn, tenant, rows, state, policy) -> list[Trigger]:
     cfg = policy["many_patients"]
-    new = [r for r in rows if r.action in READ_ACTIONS and r.outcome == "ok" and _patient_of(r)
-           and r.actor != "anonymous"]
+    new = [r for r in rows if r.action in READ_ACTIONS and r.outcome == "ok" and r.actor != "anonymous"]
     if not cfg["enabled"] or not new:
         return []
     window_us = cfg["window_minutes"] * MINUTE_US
@@ -271,10 +320,15 @@ async def _many_patients(conn, tenant, rows, state, policy) -> list[Trigger]:
             audit_log.c.seq >= state["window_seq"], audit_log.c.seq <= state["last_seq"],
             audit_log.c.action.in_(sorted(READ_ACTIONS)), audit_log.c.outcome == "ok",
         ))).all()
-        old = [r for r in old if _patient_of(r)]
+    resolved = await _record_patients(conn, tenant, [*old, *new])
+
+    def patient(r) -> str | None:
+        return _patient_of(r) or resolved.get((r.resource_type, r.resource_id)) or (
+            _query_patient(r.detail) if r.action == "search" else None)
+
     triggers: list[Trigger] = []
     for actor in actors:
-        mine = [r for r in (*old, *new) if r.actor == actor]
+        mine = [r for r in (*old, *new) if r.actor == actor and patient(r)]
 
         def hit(r, counter, n, actor=actor):
             if len(counter) > cfg["threshold"]:
@@ -282,7 +336,7 @@ async def _many_patients(conn, tenant, rows, state, policy) -> list[Trigger]:
                     "distinct_patients": len(counter), "window_minutes": cfg["window_minutes"],
                     "threshold": cfg["threshold"], "role": r.role}))
 
-        _sliding(mine, window_us, state["last_seq"], _patient_of, hit)
+        _sliding(mine, window_us, state["last_seq"], patient, hit)
     return triggers
 
 
