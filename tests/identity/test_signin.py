@@ -207,7 +207,7 @@ async def test_sign_out_sign_out_everywhere_and_tenant_switch(client, engine, te
         r = await b1.post("/account/tenant", data={"tenant": other, "csrf_token": token})
         assert r.status_code == 303
         page = (await b1.get("/account")).text
-        assert "第二医院" in page and "admin" in page
+        assert "第二医院" in page and "管理员" in page
         r = await b1.post("/account/tenant", data={"tenant": "not-mine", "csrf_token": token})
         assert r.status_code == 400
         # sign out here only
