@@ -64,10 +64,12 @@ async def enrol(b, username) -> tuple[str, list[str]]:
     r = await b.post("/signin/enrol", data={"code": "000000" if pyotp.TOTP(secret).now() != "000000" else "111111",
                                             "csrf_token": token})
     assert r.status_code == 401  # a wrong code
-    r = await b.post("/signin/enrol", data={"code": pyotp.TOTP(secret).now(), "csrf_token": token})
+    step = int(time.time() // 30)
+    r = await b.post("/signin/enrol", data={"code": pyotp.TOTP(secret).at(step * 30), "csrf_token": token})
     assert r.status_code == 200, r.text
     codes = re.findall(r"<li>([a-z2-9]{5}-[a-z2-9]{5})</li>", r.text)
     assert len(codes) == 10
+    enrol.step = step  # the time step of the code used to confirm
     return secret, codes
 
 
@@ -96,7 +98,7 @@ async def test_staff_password_then_totp_enrolment_replay_and_recovery_codes(clie
         r = await b.get("/account")
         assert r.status_code == 200 and "李医生" in r.text and "测试医院" in r.text
         assert '<form class="signout"' in r.text  # the header shows who is signed in
-        step = int(time.time() // 30)
+        step = enrol.step
         used = pyotp.TOTP(secret).at(step * 30)
     async with browser(client) as b:
         r = await second_step(b, staff.username, used)  # the code used at enrolment: refused
@@ -340,3 +342,14 @@ async def test_bad_phone_number_is_a_clear_400(client, engine, tenant):
     async with browser(client) as b:
         r, _ = await send_code(b, "12345", tenant)
         assert r.status_code == 400 and "11 位手机号码" in r.text
+
+
+async def test_sms_codes_per_client_address_each_hour(engine):
+    from yiyun.identity import sms
+
+    address = f"10.8.{random.randint(0, 255)}.{random.randint(1, 254)}"
+    async with unit_of_work(engine) as conn:
+        for _ in range(sms.PER_ADDRESS_HOUR):
+            assert (await sms.issue_code(conn, new_phone(), client_address=address)).ok
+        refused = await sms.issue_code(conn, new_phone(), client_address=address)
+    assert not refused.ok and refused.reason == "address-limit"

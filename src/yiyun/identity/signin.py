@@ -39,7 +39,7 @@ from yiyun.fhir.model import RequestContext, now_us
 from yiyun.identity import accounts, sessions, sms, totp
 from yiyun.identity.audit import AuditEntry, append
 from yiyun.identity.keys import signing_key
-from yiyun.identity.passwords import verify_password
+from yiyun.identity.passwords import hash_password, needs_rehash, verify_password
 from yiyun.identity.signin_tables import signin_attempt
 from yiyun.identity.tables import account, membership
 from yiyun.identity.tables import tenant as tenant_table
@@ -251,6 +251,8 @@ async def signin_submit(request: Request, username: str = Form(""), password: st
         if tenant is None:
             await _audit(conn, None, username, "signin-failed", "denied", request, reason="no-tenant")
             return again("账号尚未加入任何机构，请联系管理员 (the account belongs to no organisation)", 403)
+        if needs_rehash(row.password_hash):  # hashing parameters raised since it was stored (RFC 9106 §4)
+            await conn.execute(update(account).where(account.c.id == row.id).values(password_hash=hash_password(password)))
         stage = sessions.MFA if await totp.has_second_factor(conn, row.id) else sessions.ENROL
         cookie, _ = await sessions.open_session(
             conn, row.id, tenant, client_address=client_address(request), user_agent=request.headers.get("user-agent"),
