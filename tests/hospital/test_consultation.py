@@ -11,7 +11,6 @@ import asyncio
 import io
 from dataclasses import dataclass
 
-import pytest
 import pytest_asyncio
 from PIL import Image
 

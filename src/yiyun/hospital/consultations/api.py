@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, WebSocket
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile, WebSocket
 from fastapi.responses import JSONResponse, Response
 
 from yiyun.core.errors import BadRequest
@@ -181,7 +181,7 @@ async def hangup(cid: str, call_id: str, ctx: AuthContext = Depends(require_subj
 
 
 @router.post("/{cid}/record", status_code=201)
-async def save_record(cid: str, body: VisitRecordIn, request: Request, ctx: AuthContext = Depends(require_subject)):
+async def save_record(cid: str, body: VisitRecordIn, ctx: AuthContext = Depends(require_subject)):
     """The visit record: Encounter (finished) + Condition(s) + ClinicalImpression in one unit
     of work. A diagnosis for a patient not diagnosed before at an institution: 422 with the reason."""
     record = body.model_dump()

@@ -22,7 +22,7 @@ from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from yiyun.core.db import get_engine
-from yiyun.core.errors import BadRequest, Conflict, Forbidden, YiyunError
+from yiyun.core.errors import Forbidden, YiyunError
 from yiyun.core.logging import get_logger
 from yiyun.fhir.ids import new_id
 from yiyun.fhir.model import instant_from_us, now_us
@@ -236,4 +236,4 @@ async def send_text(party: Party, cid: str, text: Any, client_id: str | None = N
     return await message_writer().submit(party, cid, text, client_id)
 
 
-__all__ = ["MessageWriter", "message_writer", "send_text", "BadRequest", "Conflict"]
+__all__ = ["MessageWriter", "message_writer", "send_text"]
