@@ -353,3 +353,24 @@ async def test_sms_codes_per_client_address_each_hour(engine):
             assert (await sms.issue_code(conn, new_phone(), client_address=address)).ok
         refused = await sms.issue_code(conn, new_phone(), client_address=address)
     assert not refused.ok and refused.reason == "address-limit"
+
+
+async def test_staff_replace_their_recovery_codes_with_a_current_code(client, engine, tenant):
+    await setup_tenant(engine, tenant)
+    staff = await make_staff(engine, tenant)
+    async with browser(client) as b:
+        secret, old_codes = await enrol(b, staff.username)
+        token = TOKEN.search((await b.get("/account")).text).group(1)
+        r = await b.post("/account/recovery-codes", data={"code": "000000", "csrf_token": token})
+        assert r.status_code == 401
+        r = await b.post("/account/recovery-codes",
+                         data={"code": pyotp.TOTP(secret).at((enrol.step + 1) * 30), "csrf_token": token})
+        assert r.status_code == 200
+        new_codes = re.findall(r"<li>([a-z2-9]{5}-[a-z2-9]{5})</li>", r.text)
+        assert len(new_codes) == 10 and not set(new_codes) & set(old_codes)
+    async with browser(client) as b:
+        assert (await second_step(b, staff.username, old_codes[1])).status_code == 401
+        token = await form_token(b, "/signin/totp")
+        r = await b.post("/signin/totp", data={"code": new_codes[1], "csrf_token": token})
+        assert r.status_code == 303
+    assert ("recovery-codes-issued", "ok") in await audit_actions(engine, tenant)

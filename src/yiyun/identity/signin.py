@@ -16,8 +16,8 @@ Failed sign-ins (GB/T 22239-2019 8.1.4.1 a "应具有登录失败处理功能，
 Audit actions written here (yiyun.identity.audit): `signin` (ok), `signin-failed` (denied;
 detail.reason: password, second-factor, sms-code, throttled, locked, pending, disabled,
 no-tenant), `signin-locked` (the failure that locks), `signout` (detail.scope: this | everywhere),
-`totp-enrolled`, `sms-code-issued` (ok or denied with detail.reason), `password-changed`,
-`tenant-switched`.
+`totp-enrolled`, `recovery-codes-issued`, `sms-code-issued` (ok or denied with detail.reason),
+`password-changed`, `tenant-switched`.
 """
 
 from __future__ import annotations
@@ -585,6 +585,35 @@ async def change_password(request: Request, password: str = Form(""), password2:
             return await _account_page(request, user, status=400, error=err.message)
         await _audit(conn, user.context.tenant, user.context.subject, "password-changed", "ok", request, role="patient")
     return _redirect("/account?done=password")
+
+
+@router.post("/account/recovery-codes")
+async def new_recovery_codes(request: Request, code: str = Form("")):
+    """Staff replace their recovery codes (all old ones stop working); a current TOTP code
+    proves the second factor is still in hand (NIST SP 800-63B §6.1.2.3 re-authentication)."""
+    user = await _require_user(request)
+    await sessions.check_csrf(request, user)
+    if user.kind != "staff":
+        return await _account_page(request, user, status=400, error="仅工作人员账号使用恢复码 (staff accounts only)")
+    name_key = user_key(user.username or "")
+    async with unit_of_work(get_engine(), write=False) as conn:
+        wait, locked = await throttled(conn, name_key, address_key(client_address(request)))
+    if wait:
+        return await _account_page(request, user, status=429, error=wait_message(wait, locked))
+    async with unit_of_work(get_engine()) as conn:
+        factor = await totp.check_second_factor(conn, user.account_id, code) if code.strip().isdigit() else None
+        if factor == "totp":
+            codes = await totp.new_recovery_codes(conn, user.account_id)
+            await _audit(conn, user.context.tenant, user.context.subject, "recovery-codes-issued", "ok", request,
+                         role=",".join(user.context.roles) or None, count=len(codes))
+        else:
+            codes = None
+            await record_attempt(conn, [name_key, address_key(client_address(request))], False)
+            await _audit(conn, user.context.tenant, user.context.subject, "recovery-codes-issued", "denied", request,
+                         role=",".join(user.context.roles) or None, reason="second-factor")
+    if codes is None:
+        return await _account_page(request, user, status=401, error="验证码错误 (wrong code)")
+    return page(request, "identity/signin_recovery.html", codes=codes, next="/account", name=user.display_name)
 
 
 # --------------------------------------------------------------- development SMS outbox
