@@ -241,8 +241,11 @@ async def _failed_signins(conn, tenant, rows, state, policy) -> list[Trigger]:
         ))).all()
     triggers: list[Trigger] = []
     for by, key_of, keys in (("account", lambda r: r.actor, actors), ("address", lambda r: r.client_address, addresses)):
+        grouped: dict[str, list] = {}
+        for r in (*old, *new):
+            grouped.setdefault(key_of(r), []).append(r)
         for key in keys:
-            mine = [r for r in (*old, *new) if key_of(r) == key]
+            mine = grouped.get(key, [])
 
             def hit(r, counter, n, key=key, by=by):
                 if n >= cfg["threshold"]:
@@ -326,9 +329,16 @@ async def _many_patients(conn, tenant, rows, state, policy) -> list[Trigger]:
         return _patient_of(r) or resolved.get((r.resource_type, r.resource_id)) or (
             _query_patient(r.detail) if r.action == "search" else None)
 
+    by_actor: dict[str, list] = {}
+    whose: dict[int, str] = {}
+    for r in (*old, *new):
+        pid = patient(r)
+        if pid:
+            by_actor.setdefault(r.actor, []).append(r)
+            whose[r.seq] = pid
     triggers: list[Trigger] = []
     for actor in actors:
-        mine = [r for r in (*old, *new) if r.actor == actor and patient(r)]
+        mine = by_actor.get(actor, [])
 
         def hit(r, counter, n, actor=actor):
             if len(counter) > cfg["threshold"]:
@@ -336,7 +346,7 @@ async def _many_patients(conn, tenant, rows, state, policy) -> list[Trigger]:
                     "distinct_patients": len(counter), "window_minutes": cfg["window_minutes"],
                     "threshold": cfg["threshold"], "role": r.role}))
 
-        _sliding(mine, window_us, state["last_seq"], patient, hit)
+        _sliding(mine, window_us, state["last_seq"], lambda r: whose[r.seq], hit)
     return triggers
 
 
