@@ -36,7 +36,7 @@ PUBLIC_PATHS: frozenset[str] = frozenset({
     "/.well-known/openid-configuration", "/oauth2/authorize", "/oauth2/token", "/oauth2/introspect",
     "/oauth2/revoke", "/oauth2/jwks",
 })
-PUBLIC_PREFIXES: tuple[str, ...] = ("/knowledge", "/static", "/api/knowledge/")
+PUBLIC_PREFIXES: tuple[str, ...] = ("/knowledge", "/static", "/api/knowledge/", "/api/hospital/directory/")
 
 REALM = 'Bearer realm="yiyun"'
 # Revoked OAuth access-token ids and grant ids → when they stop mattering (µs); kept
