@@ -119,6 +119,11 @@ async def test_chat_across_two_server_processes_through_redis(two_servers, clini
             await pws.send(json.dumps({"type": "message", "text": ""}))
             assert (await next_frame(pws, "error"))["status"] == 400
 
+            # a flood of frames is cut short (429), the socket stays open
+            for _ in range(90):
+                await pws.send(json.dumps({"type": "typing", "typing": True}))
+            assert (await next_frame(pws, "error"))["status"] == 429
+
         # missed messages are replayed on reconnect with since=<last seq>
         for text in ("请测一下空腹血糖", "明早再测一次"):
             await http.post(f"{b}/api/consultations/{cid}/messages", json={"text": text}, headers=doctor)

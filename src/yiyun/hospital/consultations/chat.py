@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import orjson
 from fastapi import WebSocket, WebSocketDisconnect
@@ -44,6 +45,9 @@ log = get_logger("yiyun.consultation.chat")
 
 WS_FORBIDDEN, WS_NOT_FOUND, WS_TRY_AGAIN = 4403, 4404, 1013
 MAX_FRAME = 64 * 1024
+# A person types a few messages a second at most; a call's ICE gathering sends a burst of
+# candidates. 30 frames a second (bursts of 60) leaves both room and stops a flood.
+FRAME_RATE, FRAME_BURST = 30.0, 60.0
 
 
 class Connection:
@@ -55,6 +59,17 @@ class Connection:
         self.messages = True  # False for a signalling-only socket (`?messages=none`, the video page)
         self._lock = asyncio.Lock()
         self.closed = False
+        self._tokens, self._refilled = FRAME_BURST, time.monotonic()
+
+    def allow(self) -> bool:
+        """Token bucket of frames from the client."""
+        now = time.monotonic()
+        self._tokens = min(FRAME_BURST, self._tokens + (now - self._refilled) * FRAME_RATE)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
     async def send(self, frame: dict) -> None:
         async with self._lock:
@@ -168,6 +183,9 @@ async def _read_loop(conn: Connection, pump: asyncio.Task) -> None:
             raw = await conn.ws.receive_text()
         except (WebSocketDisconnect, RuntimeError):
             return
+        if not conn.allow():
+            await conn.error("发送过于频繁，请稍后再试 (too many frames)", status=429)
+            continue
         if len(raw) > MAX_FRAME:
             await conn.error(f"消息帧过大（最多 {MAX_FRAME // 1024} KB）(frame too large)", status=413)
             continue
