@@ -29,7 +29,7 @@ minor children, 第二十八条: guardians of adults without full capacity) and 
 
 from __future__ import annotations
 
-from sqlalchemy import literal, or_, select, union, union_all
+from sqlalchemy import func, literal, or_, select, union, union_all
 from sqlalchemy.orm import aliased
 
 from yiyun.fhir.model import now_us
@@ -88,7 +88,9 @@ def care_patients(tenant: str, practitioner: str, *, now: int | None = None):
             .select_from(rel.join(pat, pat.c.rid == rel.c.rid))
             .where(
                 rel.c.tenant == tenant, rel.c.res_type == res_type, rel.c.param.in_(who),
-                rel.c.target_id == practitioner, rel.c.target_type == "Practitioner", rel.c.url.is_(None),
+                # url IS NULL is tested through coalesce so that SQLite looks the practitioner up by
+                # target_id (the lookup index) rather than scanning every local reference of the type
+                rel.c.target_id == practitioner, rel.c.target_type == "Practitioner", func.coalesce(rel.c.url, "") == "",
                 pat.c.param.in_(whom), pat.c.target_type == "Patient", pat.c.url.is_(None),
                 rel.c.rid.not_in(_status_excluded(tenant, res_type)),
             )

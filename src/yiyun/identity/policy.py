@@ -469,19 +469,26 @@ class AuthorizationPolicy:
 
     # -- shared
     async def prepare(self, ctx: AuthContext, conn) -> RequestScope:
-        """Load the token's patient sets once per request (one query)."""
+        """Load the token's patient sets once per request (one query; a patient's own set
+        comes from `_guardianship_cache` when it is fresh)."""
         scope = request_scope(ctx)
         if scope.loaded:
             return scope
         selects = needed_sets(ctx)
+        cached = _guardianship_cache.get(ctx.tenant, ctx.patient) if OWN in selects else None
+        if cached is not None:
+            scope.sets[OWN] = cached
+            del selects[OWN]
         if selects:
             if conn is None:
                 from yiyun.core.db import get_engine, unit_of_work
 
                 async with unit_of_work(get_engine(), write=False) as own:
-                    scope.sets = await care.load_patient_sets(own, selects)
+                    scope.sets.update(await care.load_patient_sets(own, selects))
             else:
-                scope.sets = await care.load_patient_sets(conn, selects)
+                scope.sets.update(await care.load_patient_sets(conn, selects))
+            if OWN in selects:
+                _guardianship_cache.put(ctx.tenant, ctx.patient, scope.sets[OWN])
         scope.loaded = True
         return scope
 
@@ -552,6 +559,62 @@ class AuthorizationPolicy:
             params["patients"] = sorted(patients_in_reach(ctx, limited))
             allowed = [t for t in allowed if t in set(export_types("patient", None))]
         params["types"] = allowed
+
+
+class GuardianshipCache:
+    """A patient's own set (themselves and their wards) per (tenant, patient), kept for
+    `ttl` seconds so that a patient's every read does not repeat the guardianship query.
+
+    Guardianship changes only by writing a Patient (its `link`) or a RelatedPerson: a write
+    hook on both types drops the tenant's entries before and after the write commits, so a
+    change counts from the next request in this process; another process's copy ages out
+    within `ttl` seconds. Care relationships and break-glass grants are never cached.
+    """
+
+    def __init__(self, ttl: float = 30.0, max_entries: int = 50_000) -> None:
+        self.ttl, self.max_entries = ttl, max_entries
+        self._by_tenant: dict[str, dict[str, tuple[float, frozenset[str]]]] = {}
+        self._size = 0
+
+    def get(self, tenant: str, patient: str | None) -> frozenset[str] | None:
+        import time
+
+        hit = self._by_tenant.get(tenant, {}).get(patient or "")
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, tenant: str, patient: str | None, value: frozenset[str]) -> None:
+        import time
+
+        if self._size >= self.max_entries:
+            self._by_tenant.clear()
+            self._size = 0
+        entries = self._by_tenant.setdefault(tenant, {})
+        self._size += (patient or "") not in entries
+        entries[patient or ""] = (time.monotonic() + self.ttl, value)
+
+    def invalidate(self, tenant: str) -> None:
+        self._size -= len(self._by_tenant.pop(tenant, {}))
+
+
+_guardianship_cache = GuardianshipCache()
+
+
+async def _guardianship_written(repo, plans) -> None:
+    tenant = repo.ctx.tenant
+    _guardianship_cache.invalidate(tenant)
+    repo.after_commit.append(lambda: _guardianship_cache.invalidate(tenant))
+
+
+def _register_hooks() -> None:
+    from yiyun.fhir.hooks import register_write_hook
+
+    for res_type in ("Patient", "RelatedPerson"):
+        register_write_hook(res_type, _guardianship_written)
+
+
+_register_hooks()
 
 
 def _already_denied(ctx: AuthContext, res_type, res_id, outcome: str) -> bool:
