@@ -93,7 +93,8 @@ def _role_guard(roles: frozenset[str], message: str):
     return guard
 
 
-require_security_reader = _role_guard(SECURITY_READ_ROLES, "仅隐私官、管理员或审计员可以查看安全事件 (privacy officer, admin or auditor only)")
+require_security_reader = _role_guard(
+    SECURITY_READ_ROLES, "仅隐私官、管理员或审计员可以查看安全事件 (privacy officer, admin or auditor only)")
 require_security_admin = _role_guard(SECURITY_WRITE_ROLES, "仅隐私官或管理员可以处理安全事件 (privacy officer or admin only)")
 
 
@@ -265,6 +266,9 @@ def _entry_out(r: AuditRecord, names: dict[str, str] | None = None) -> AuditEntr
     )
 
 
+_PERSON_REF = re.compile(r"^(Practitioner|PractitionerRole|Patient|RelatedPerson)/[A-Za-z0-9\-.]{1,64}$")
+
+
 async def actor_names(conn, actors: set[str], tenant: str) -> dict[str, str]:
     """Display names of the actors: their account (by username, id or FHIR reference), else
     the Practitioner/Patient resource they name."""
@@ -279,7 +283,7 @@ async def actor_names(conn, actors: set[str], tenant: str) -> dict[str, str]:
         for key in (r.username, r.id, r.fhir_ref):
             if key in actors:
                 names[key] = r.display_name
-    missing = [a for a in actors - set(names) if re.match(r"^(Practitioner|PractitionerRole|Patient|RelatedPerson)/[A-Za-z0-9\-.]{1,64}$", a)]
+    missing = [a for a in actors - set(names) if _PERSON_REF.match(a)]
     if missing:
         repo = FhirRepository(conn, RequestContext(tenant=tenant), validate=False)
         for ref in missing[:200]:
@@ -304,7 +308,9 @@ def _human_name(names: Any) -> str | None:
             return str(n["text"])
         family, given = n.get("family") or "", "".join(n.get("given") or [])
         if family or given:
-            return f"{family}{given}" if re.search(r"[\u4e00-\u9fff]", family + given) else f"{' '.join(n.get('given') or [])} {family}".strip()
+            if re.search(r"[\u4e00-\u9fff]", family + given):
+                return f"{family}{given}"  # Chinese names: family name first, no space
+            return f"{' '.join(n.get('given') or [])} {family}".strip()
     return None
 
 
@@ -418,11 +424,13 @@ async def _fhir_search(request: Request, ctx: AuthContext, params: list[tuple[st
     kept = [(k, v) for k, v in params if k != "_cursor" and k.split(":", 1)[0] in FHIR_PARAMS]
     links = [{"relation": "self", "url": f"{base}/AuditEvent" + ("?" + urlencode(params) if params else "")}]
     if more and records:
-        links.append({"relation": "next", "url": f"{base}/AuditEvent?" + urlencode([*kept, ("_cursor", str(records[-1].seq))])})
+        nxt = urlencode([*kept, ("_cursor", str(records[-1].seq))])
+        links.append({"relation": "next", "url": f"{base}/AuditEvent?{nxt}"})
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": links, "entry": []}
     for r in records:
         ev = as_audit_event(r)
-        bundle["entry"].append({"fullUrl": f"{base}/AuditEvent/{ev['id']}", "resource": ev, "search": {"mode": "match"}})
+        bundle["entry"].append({"fullUrl": f"{base}/AuditEvent/{ev['id']}", "resource": ev,
+                                "search": {"mode": "match"}})
     if ignored:
         bundle["entry"].append({"resource": {"resourceType": "OperationOutcome", "issue": [{
             "severity": "warning", "code": "not-supported",
@@ -517,12 +525,14 @@ def _filters(
 class _FilterParams:
     def __init__(
         self,
-        since: str | None = Query(None, max_length=40, description="from (ISO date or date-time; Asia/Shanghai when no zone)"),
+        since: str | None = Query(None, max_length=40,
+                                  description="from (ISO date or date-time; Asia/Shanghai when no zone)"),
         until: str | None = Query(None, max_length=40, description="to, inclusive of that day when a date"),
         actor: str | None = Query(None, max_length=256, description="who acted (account, Practitioner/…, service:…)"),
         patient: str | None = Query(None, max_length=80, description="Patient/<id> or <id>"),
         action: str | None = Query(None, max_length=200, description="comma-separated actions"),
-        outcome: str | None = Query(None, max_length=100, description="comma-separated: ok, denied, not-found, gone, error"),
+        outcome: str | None = Query(None, max_length=100,
+                                    description="comma-separated: ok, denied, not-found, gone, error"),
         resource_type: str | None = Query(None, max_length=64),
         resource_id: str | None = Query(None, max_length=64),
     ) -> None:

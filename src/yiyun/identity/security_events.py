@@ -240,7 +240,8 @@ async def _failed_signins(conn, tenant, rows, state, policy) -> list[Trigger]:
             audit_log.c.action.in_(sorted(FAILED_ACTIONS)), or_(*keys),
         ))).all()
     triggers: list[Trigger] = []
-    for by, key_of, keys in (("account", lambda r: r.actor, actors), ("address", lambda r: r.client_address, addresses)):
+    keyed = (("account", lambda r: r.actor, actors), ("address", lambda r: r.client_address, addresses))
+    for by, key_of, keys in keyed:
         grouped: dict[str, list] = {}
         for r in (*old, *new):
             grouped.setdefault(key_of(r), []).append(r)
@@ -450,7 +451,9 @@ async def _lock_state(conn: AsyncConnection, tenant: str) -> dict:
     return dict(row)
 
 
-async def scan_tenant(conn: AsyncConnection, tenant: str, *, chunk: int = 5000, report: ScanReport | None = None) -> ScanReport:
+async def scan_tenant(
+    conn: AsyncConnection, tenant: str, *, chunk: int = 5000, report: ScanReport | None = None,
+) -> ScanReport:
     """Scan the tenant's new audit entries (one chunk) in the caller's write transaction."""
     report = report or ScanReport()
     state = await _lock_state(conn, tenant)
@@ -544,7 +547,9 @@ async def list_events(
     return [event_dict(r) for r in (await conn.execute(q)).mappings().all()]
 
 
-async def acknowledge(conn: AsyncConnection, tenant: str, event_id: str, *, by: str, status: str = "acknowledged") -> dict:
+async def acknowledge(
+    conn: AsyncConnection, tenant: str, event_id: str, *, by: str, status: str = "acknowledged",
+) -> dict:
     if status not in ("acknowledged", "closed"):
         raise BadRequest("状态只能是 acknowledged 或 closed (status must be acknowledged or closed)")
     row = (await conn.execute(select(security_event).where(
