@@ -24,6 +24,9 @@ async def test_consultation_for_a_booked_online_appointment(client, hospital, re
     assert [q["id"] for q in queue["waiting"]] == [c["id"]]
     assert (await client.post(f"/api/consultations/{c['id']}/accept",
                               headers=hospital.staff_headers())).status_code == 200
+    again = await client.post("/api/consultations", headers=hospital.patient_headers(),
+                              json={"mode": "text", "appointment": f"Appointment/{appt.res_id}"})
+    assert again.status_code == 200 and again.json()["id"] == c["id"] and again.json()["existing"] is True
     other = await client.post("/api/consultations", headers=hospital.patient_headers("pat-wang"),
                               json={"mode": "text", "appointment": f"Appointment/{appt.res_id}"})
     assert other.status_code == 404

@@ -31,9 +31,10 @@ def _party(ctx: AuthContext) -> service.Party:
 async def start(body: StartConsultation, ctx: AuthContext = Depends(require_subject)):
     """Start a 图文问诊 (text) or 视频问诊 (video) with a doctor, a department or for a booking."""
     async with open_work(_party(ctx)) as work:
-        return await service.start_consultation(
+        out = await service.start_consultation(
             work, mode=body.mode, doctor=body.doctor, department=body.department, appointment=body.appointment,
             form=body.form.model_dump())
+    return JSONResponse(out, status_code=200 if out.get("existing") else 201)
 
 
 @router.get("")

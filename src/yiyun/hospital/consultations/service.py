@@ -24,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -303,6 +305,9 @@ async def start_consultation(
     patient = await _must_exist(repo, party.ref, "患者")
     if appointment:
         doctor, department = await _from_appointment(repo, appointment, party, doctor, department)
+        existing = await _consultation_of_appointment(work, appointment.split("/", 1)[1])
+        if existing is not None:  # a second tap on "start": the booking's consultation, not another
+            return {**summary(existing), "existing": True}
     if not doctor and not department:
         raise BadRequest("请选择医生或科室 (choose a doctor or a department)")
     doctor_res = await _must_exist(repo, doctor, "医生") if doctor else None
@@ -343,6 +348,15 @@ async def start_consultation(
     work.outbox.append((queue_channel(party.tenant), {"type": "queue", "consultation": cid, "state": "waiting"}))
     row = await _row(work, cid)
     return summary(row)
+
+
+async def _consultation_of_appointment(work: Work, appointment_id: str):
+    if not work.sqlite:  # two starts at once for one booking: the second waits and finds the first
+        key = f"consultation|{work.party.tenant}|{appointment_id}"
+        await work.conn.execute(sql_text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(key.encode()) - 2**31})
+    c = consult_session.c
+    return (await work.conn.execute(select(consult_session).where(
+        c.tenant == work.party.tenant, c.appointment_id == appointment_id, c.state != "cancelled"))).first()
 
 
 async def _from_appointment(repo, appointment, party, doctor, department):
