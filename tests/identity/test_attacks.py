@@ -399,3 +399,32 @@ async def test_sign_in_brute_force_is_slowed_locked_recorded_and_raises_an_event
     async with unit_of_work(engine, write=False) as conn:
         events = await list_events(conn, tenant, kind="failed-signins")
     assert {e["subject"] for e in events} == {username, f"address:{address}"}
+
+
+async def test_signing_in_replaces_a_session_id_planted_before(app, c, engine, tenant):
+    """Session fixation through the real sign-in form: the id the browser carried before the
+    password was accepted (a real session of the attacker's) is deleted, and a new one is set."""
+    from yiyun.identity.accounts import create_staff, create_tenant
+    from yiyun.identity.sessions import load_session, open_session
+
+    async with unit_of_work(engine) as conn:
+        await create_tenant(conn, tenant, name="攻防医院", kind="hospital")
+        victim = await create_staff(conn, username=f"v-{tenant}", display_name="受害者",
+                                    password="Correct-Horse-42-Battery", tenant_slug=tenant, roles=["doctor"])
+        attacker = await create_staff(conn, username=f"a-{tenant}", display_name="攻击者", password="",
+                                      password_hash="x", tenant_slug=tenant, roles=["auditor"])
+        planted, _ = await open_session(conn, attacker.id, tenant)
+    form_token = secrets.token_urlsafe(16)
+    c.cookies.set("yiyun_signin", form_token)
+    c.cookies.set("yiyun_session", planted)
+    r = await c.post("/signin", data={"username": victim.username, "password": "Correct-Horse-42-Battery",
+                                      "csrf_token": form_token, "next": "/"})
+    assert r.status_code == 303, r.text[:300]
+    issued = r.cookies.get("yiyun_session")
+    assert issued and issued != planted
+    async with unit_of_work(engine) as conn:
+        assert await load_session(conn, planted) is None
+        fresh = await load_session(conn, issued)
+    assert fresh is not None and fresh.account_id == victim.id
+    c.cookies.set("yiyun_session", planted)
+    refused_cleanly(await c.get("/api/audit/entries"), 401)
