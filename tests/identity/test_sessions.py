@@ -187,14 +187,14 @@ async def test_websocket_context_from_cookie_or_access_token(engine, tenant):
     ws, sent = _websocket({"host": "testserver", "origin": "http://evil.example", "cookie": f"yiyun_session={cookie}"})
     with pytest.raises(sessions.WebSocketUnauthorized):
         await sessions.websocket_context(ws)
-    assert sent == [{"type": "websocket.close", "code": 4401, "reason": ""}]
+    assert sent[-1] == {"type": "websocket.close", "code": 4401, "reason": ""}
     token = auth_headers(tenant, scope="user/*.rs", subject="dr-x")["Authorization"].split()[1]
     ws, _ = _websocket({"host": "testserver"}, f"access_token={token}")
     assert (await sessions.websocket_context(ws)).subject == "dr-x"
     ws, sent = _websocket({"host": "testserver"})
     with pytest.raises(sessions.WebSocketUnauthorized):
         await sessions.websocket_context(ws)
-    assert sent and sent[0]["code"] == 4401
+    assert sent and sent[-1]["code"] == 4401
 
 
 async def test_request_without_cookie_is_not_a_session(engine):
@@ -215,3 +215,4 @@ async def test_use_keeps_a_session_alive(client, engine, tenant):
     async with unit_of_work(engine, write=False) as conn:
         info = await sessions.load_session(conn, cookie, touch=False)
     assert info is not None and not sessions.needs_touch(info)
+

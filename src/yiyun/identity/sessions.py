@@ -401,7 +401,8 @@ async def websocket_context(websocket: WebSocket) -> AuthContext:
     """Who is on this WebSocket: `?access_token=<bearer token>`, else the session cookie (only
     when the Origin header names this host: browsers send cookies on cross-site WebSockets,
     and SameSite does not stop them). Call it before `accept()`; when nobody is identified
-    it closes the socket with code 4401 and raises `WebSocketUnauthorized`.
+    it accepts and closes the socket with code 4401 and raises `WebSocketUnauthorized`
+    (return from the endpoint then).
     """
     base = _fhir_base(websocket)
     client = _client(websocket)
@@ -418,6 +419,9 @@ async def websocket_context(websocket: WebSocket) -> AuthContext:
             user = await _lookup(cookie, base, client)
             ctx = user.context if user else None
     if ctx is None:
+        # accepted and then closed, so that the browser sees the code 4401 (closing before
+        # accepting refuses the handshake with HTTP 403, which scripts cannot tell apart)
+        await websocket.accept()
         await websocket.close(code=WS_UNAUTHORIZED)
         raise WebSocketUnauthorized("需要登录 (sign-in required)")
     return ctx
