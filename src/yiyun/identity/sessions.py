@@ -63,6 +63,9 @@ ACTIVE, MFA, ENROL = "active", "mfa", "enrol"
 # last_seen_ts is written at most this often (µs), not on every request.
 TOUCH_EVERY_US = 60 * 1_000_000
 WS_UNAUTHORIZED = 4401  # WebSocket close code: like HTTP 401
+# A half-finished sign-in (password given, second factor or enrolment still to do) lapses
+# after 15 minutes, whatever the session settings say.
+PENDING_US = 15 * 60 * 1_000_000
 
 
 def hash_session_id(value: str) -> str:
@@ -123,7 +126,7 @@ async def open_session(
     now = now_us()
     await conn.execute(session_table.insert().values(
         id_hash=hash_session_id(cookie), account_id=account_id, tenant=tenant, stage=stage, csrf_token=csrf,
-        created_ts=now, last_seen_ts=now, expires_ts=now + _absolute_us(),
+        created_ts=now, last_seen_ts=now, expires_ts=now + (_absolute_us() if stage == ACTIVE else PENDING_US),
         client_address=(client_address or None) and client_address[:64],
         user_agent=(user_agent or None) and user_agent[:300], next_path=next_path and next_path[:500],
     ))
