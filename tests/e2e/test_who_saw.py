@@ -1,5 +1,7 @@
 """A patient opens "谁看过我的病历" on a phone (375 px): the doctor who read their results, the
-hospital, what and why, and the emergency access marked; nothing about anyone else."""
+hospital, what and why, and the emergency access marked; nothing about anyone else.
+An auditor reads the audit page on a desktop, verifies the chain, and a privacy officer
+acknowledges a security event."""
 
 from __future__ import annotations
 
@@ -66,6 +68,8 @@ def audit_server(tmp_path_factory):
     cli(env, "db", "upgrade")
     cli(env, "tenant", "create", TENANT, "--name", "示范审计医院", "--kind", "hospital")
     cli(env, "user", "create", "dr-li", "--tenant", TENANT, "--role", "doctor", "--name", "李医生")
+    cli(env, "user", "create", "po-zhou", "--tenant", TENANT, "--role", "auditor", "--role", "privacy-officer",
+        "--name", "周审计")
     with running_server(env) as base:
         yield base, env
 
@@ -118,3 +122,53 @@ def test_patient_sees_who_saw_their_record(audit_server, phone):
     # the English page says the same
     phone.goto(base + "/me/access-log?lang=en")
     assert phone.locator("h1").inner_text() == "Who saw my record"
+
+
+STAFF_SESSION = textwrap.dedent("""
+    import asyncio, sys
+    from yiyun.core.db import dispose_engines, get_engine, unit_of_work
+    from yiyun.identity.accounts import find_by_username
+    from yiyun.identity.audit import AuditEntry, append
+    from yiyun.identity.sessions import open_session
+
+    async def main(tenant, username):
+        async with unit_of_work(get_engine()) as conn:
+            acct = await find_by_username(conn, username)
+            cookie, _ = await open_session(conn, acct.id, tenant)
+            await append(conn, [AuditEntry(tenant=tenant, actor="dr-wang", role="doctor", action="break-glass",
+                                           resource_type="Patient", resource_id="p-e2e", patient="p-e2e",
+                                           purpose="ETREAT", detail={"reason": "昏迷送医"})])
+        await dispose_engines()
+        print(cookie)
+
+    asyncio.run(main(*sys.argv[1:3]))
+""")
+
+
+def test_auditor_reads_verifies_and_acknowledges_on_a_desktop(audit_server, desktop):
+    base, env = audit_server
+    cookie = subprocess.run([sys.executable, "-c", STAFF_SESSION, TENANT, "po-zhou"], env=env, cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    cli(env, "security", "scan", "--tenant", TENANT)
+    page = desktop
+    page.context.add_cookies([{"name": "yiyun_session", "value": cookie, "url": base}])
+    page.goto(base + "/audit")
+    assert page.locator("h1").inner_text() == "审计日志"
+    assert page.locator("#audit-entries tbody tr").count() >= 1
+    page.select_option("select[name=outcome]", "ok")
+    page.fill("input[name=action]", "break-glass")
+    page.click("form.filters button[type=submit]")
+    rows = page.locator("#audit-entries tbody tr")
+    assert rows.count() >= 1 and all("break-glass" in t for t in rows.all_inner_texts())
+    page.click("#verify-chain")
+    assert "校验通过" in page.locator("#chain-status").inner_text()
+    screenshot(page, "audit-page-desktop")
+    page.click("text=安全事件")
+    row = page.locator("#security-events tbody tr", has_text="紧急调阅").first
+    assert "昏迷送医" in row.inner_text()
+    screenshot(page, "security-events-desktop")
+    row.locator("button[value=acknowledged]").click()
+    assert "事件状态已更新" in page.locator(".notice").inner_text()
+    page.goto(base + "/audit/security-events?status=acknowledged")
+    assert "周审计" in page.locator("#security-events").inner_text() or "po-zhou" in page.locator(
+        "#security-events").inner_text()

@@ -35,6 +35,16 @@ COMMON_ACTIONS = ("read", "search", "create", "update", "delete", "export", "bre
                   "signin-failed", "token-rejected", "request-refused", "audit-read")
 
 
+# Message ids of the security event words (translated in auditing.po); plain "open" or
+# "high" would collide with other modules' messages.
+EVENT_LABELS = {
+    "open": "Awaiting review", "acknowledged": "Acknowledged", "closed": "Closed", "all": "All events",
+    "failed-signins": "Repeated failed sign-ins", "many-patients": "Unusually many patients",
+    "break-glass": "Emergency access (break-glass)", "after-hours": "Access outside working hours",
+    "high": "High severity", "medium": "Medium severity", "low": "Low severity",
+}
+
+
 def local_time(us: int) -> str:
     return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -126,6 +136,7 @@ async def security_events_page(request: Request, ctx: AuthContext = Depends(requ
     query_base = {"status": status, **({"kind": kind} if kind else {})}
     return render(
         request, "identity/security_events.html", events=events[:50], status=status, kind=kind, kinds=KINDS,
+        labels=EVENT_LABELS,
         statuses=(*STATUSES, "all"), can_acknowledge=bool(SECURITY_WRITE_ROLES.intersection(ctx.roles)),
         next_url="/audit/security-events?" + urlencode({**query_base, "page": page_no + 1}) if more else None,
         done=request.query_params.get("done"),
