@@ -531,3 +531,19 @@ async def test_messages_written_together_keep_their_own_answers(client, clinic):
         assert sorted(m["seq"] for m in mine) == [m["seq"] for m in stored]
         assert [m["text"] for m in stored] == [f"消息{i}" for i in range(10)]
         assert {m["sender"] for m in stored} == {"Patient/pat-zhang", "Practitioner/prac-li"}
+    # each message written in a batch is audited under its own sender
+    from sqlalchemy import select
+
+    from yiyun.core.db import get_engine
+    from yiyun.identity.audit_tables import audit_log
+
+    written = {r[0]["id"]: r[0]["from"] for r in results[:20]}
+    async with get_engine().connect() as conn:
+        rows = (await conn.execute(select(audit_log.c.resource_id, audit_log.c.actor, audit_log.c.action).where(
+            audit_log.c.tenant == clinic.tenant, audit_log.c.resource_id.in_(list(written))))).all()
+    actors = {rid: actor for rid, actor, action in rows if action == "create"}
+    assert actors == {rid: "user:pat-zhang" if who == "patient" else "user:prac-li" for rid, who in written.items()}
+    from yiyun.identity.audit import verify
+
+    async with get_engine().connect() as conn:
+        assert (await verify(conn, tenant=clinic.tenant)).ok  # the chain stays intact

@@ -8,6 +8,7 @@ so under load the latency stays near one commit instead of growing with the queu
 takes one writer at a time; PostgreSQL pays a commit per transaction). With no load a
 batch holds one message and nothing waits.
 
+Each message is checked and audited under its own sender (`SenderAudit`).
 If writing a batch fails as a whole (an unexpected database error), every message in it
 is retried alone, so one message's failure is never another's.
 """
@@ -24,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from yiyun.core.db import get_engine
 from yiyun.core.errors import Forbidden, YiyunError
 from yiyun.core.logging import get_logger
+from yiyun.fhir.access import current_policy
 from yiyun.fhir.ids import new_id
-from yiyun.fhir.model import instant_from_us, now_us
-from yiyun.fhir.repository import PlannedWrite, ensure_valid
+from yiyun.fhir.model import RequestContext, instant_from_us, now_us
+from yiyun.fhir.repository import FhirRepository, PlannedWrite, ensure_valid
 from yiyun.hospital.consultation_models import consult_message, consult_session
 from yiyun.hospital.consultations import service
 from yiyun.hospital.consultations.service import Party, Work, open_work
@@ -155,12 +157,11 @@ async def _write_tenant(work: Work, items: list[_Item]) -> list[tuple[_Item, Any
         if item.client_id:
             batch_keys[(item.cid, item.client_id)] = len(frames) - 1
     if plans:
-        # each sender's writes through a repository of their own, so the audit trail names them
-        by_party: dict[Party, list[PlannedWrite]] = {}
-        for item, plan, _, _ in frames:
-            by_party.setdefault(item.party, []).append(plan)
-        for party, group in by_party.items():
-            await service.workflow_repo(work.conn, party).persist_planned(group)
+        senders = {plan.res_id: RequestContext(tenant=tenant, subject=item.party.subject)
+                   for item, plan, _, _ in frames}
+        batch_repo = FhirRepository(work.conn, RequestContext(tenant=tenant, subject="consultation-chat"),
+                                    policy=SenderAudit(work.conn, senders))
+        await batch_repo.persist_planned(plans)
         await work.conn.execute(
             update(consult_session).where(c.tenant == tenant, c.id == bindparam("cid")).values(
                 last_seq=bindparam("seq")),
@@ -215,6 +216,45 @@ def _communication(row, relation: str, party: Party, seq: int, text: str, ts: in
     if recipients:
         comm["recipient"] = [service.ref(r) for r in recipients]
     return comm
+
+
+class SenderAudit:
+    """The installed access policy for one batch of messages, with each planned write checked
+    and audited under its own sender: the batch is persisted in one go (one insert of all
+    resources, their index rows, one append to the audit chain) and every entry still names
+    who wrote the message. Writes not in `senders` keep the repository's context."""
+
+    def __init__(self, conn, senders: dict[str, RequestContext]) -> None:
+        inner = current_policy()
+        bind = getattr(inner, "bind", None)
+        self.inner = bind(conn) if bind is not None else inner
+        self.conn, self.senders = conn, senders
+
+    def _ctx(self, ctx, res_id):
+        return self.senders.get(res_id, ctx) if res_id else ctx
+
+    async def check(self, ctx, action, res_type, res_id, resource) -> None:
+        await self.inner.check(self._ctx(ctx, res_id), action, res_type, res_id, resource)
+
+    def can_see(self, ctx, stored) -> bool:
+        return self.inner.can_see(ctx, stored)
+
+    def search_filter(self, ctx, table, res_type):
+        return self.inner.search_filter(ctx, table, res_type)
+
+    async def record(self, ctx, action, res_type, res_id, outcome, detail=None) -> None:
+        await self.inner.record(self._ctx(ctx, res_id), action, res_type, res_id, outcome, detail)
+
+    async def record_batch(self, ctx, events, detail=None) -> None:
+        # the audit recorder of the identity module takes entries of several actors in one append
+        recorder = getattr(getattr(self.inner, "policy", None), "recorder", None)
+        if recorder is not None and hasattr(recorder, "entry") and hasattr(recorder, "append_in"):
+            entries = [recorder.entry(self._ctx(ctx, i), a, t, i, o, detail) for a, t, i, o in events]
+            if entries:
+                await recorder.append_in(self.conn, entries)
+            return
+        for action, res_type, res_id, outcome in events:
+            await self.record(ctx, action, res_type, res_id, outcome, detail)
 
 
 _writers: dict[tuple[str, int], MessageWriter] = {}
