@@ -16,13 +16,14 @@ docs/doctor-workstation.md.
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
 from pydantic import ValidationError
 
@@ -150,6 +151,13 @@ def error_text(err: Exception) -> str:
         where = ".".join(str(x) for x in first.get("loc", ()))
         return f"填写有误：{where} {first.get('msg', '')} (invalid input)".strip()
     return str(err)
+
+
+def _json(result: Any) -> Any:
+    """What a JSON route function returned: its dict, also when it chose the status itself."""
+    if isinstance(result, Response):
+        return json.loads(bytes(result.body))
+    return result
 
 
 async def form_of(request: Request) -> dict[str, Any]:
@@ -461,7 +469,7 @@ async def patient_consult_start(request: Request, ctx: AuthContext = Depends(pat
                                      medications=form.get("medications", "")))
         if not body.form.chief_complaint:
             raise BadRequest("请填写主诉：哪里不舒服 (describe what troubles you)")
-        started = await consult_api.start(body, ctx=pctx)
+        started = _json(await consult_api.start(body, ctx=pctx))
     except (YiyunError, ValidationError) as err:
         return problem(request, getattr(err, "status", 400), error_text(err))
     photos = [f for f in (await request.form()).getlist("photos") if getattr(f, "filename", None)][:MAX_PHOTOS]
@@ -506,11 +514,10 @@ def _record_view(record: dict | None) -> dict | None:
     if not record or not record.get("clinical_impression"):
         return None
     ci = record["clinical_impression"]
-    sections = [("Chief complaint", ci.get("description"))]
-    for n in ci.get("note") or []:
-        label, _, text = (n.get("text") or "").partition("：")
-        sections.append((label, text))
-    sections.append(("Assessment", ci.get("summary")))
+    notes = dict((n.get("text") or "").partition("：")[::2] for n in ci.get("note") or [])
+    advice = notes.pop("处理意见", None)
+    sections = [("Chief complaint", ci.get("description")), *notes.items(), ("Assessment", ci.get("summary")),
+                ("Advice", advice)]
     diagnoses = [{"code": c.get("code"), "name": c.get("display")}
                  for cond in record.get("conditions") or [] for c in (cond.get("code") or {}).get("coding") or []]
     enc_type = [t.get("text") for t in (record.get("encounter") or {}).get("type") or [] if t.get("text")]
@@ -720,7 +727,7 @@ async def doctor_record(request: Request, cid: str, ctx: AuthContext = Depends(d
     draft = {k: form.get(k, "") for k in RECORD_FIELDS} | {"diagnoses": ", ".join(codes)}
     try:
         body = VisitRecordIn(**{k: form.get(k, "") for k in RECORD_FIELDS}, diagnoses=[{"code": c} for c in codes])
-        await consult_api.save_record(cid, body, request, ctx=ctx)
+        await consult_api.save_record(cid, body, ctx=ctx)
     except (YiyunError, ValidationError) as err:
         return await doctor_consultation(request, cid, ctx=ctx, notice="", error="", refusal=error_text(err),
                                          draft=draft)
