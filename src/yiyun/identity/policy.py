@@ -32,7 +32,9 @@ Scopes are SMART App Launch v2
 A token of several roles gets the union. The relationship is per Practitioner (the
 token's `fhirUser`); relationships, guardianship and grants are resolved once per
 request (one query, `care.load_patient_sets`) and cached on the request's context, never
-longer, so a revoked grant or ended relationship counts from the next request.
+longer, so a revoked grant or ended relationship counts from the next request. Only a
+patient's guardianship set is kept longer (`GuardianshipCache`: 30 s, dropped on every
+Patient or RelatedPerson write), so that a patient's reads cost no extra query.
 
 A resource outside what the caller may see answers 404, exactly as a missing one
 (https://hl7.org/fhir/R4/security.html#AccessDenied: "not found" rather than "forbidden"
@@ -247,18 +249,21 @@ def request_scope(ctx: AuthContext) -> RequestScope:
 
 
 def needed_sets(ctx: AuthContext) -> dict[str, Any]:
-    """The patient selects this token's reach can name."""
+    """The patient sets this token's reach can name: {name: function building its select}
+    (built only when a set must be queried)."""
     contexts = grants_for(ctx.scopes).contexts
     out: dict[str, Any] = {}
+    tenant = ctx.tenant
     if "patient" in contexts and ctx.patient:
-        out[OWN] = care.own_and_wards(ctx.tenant, ctx.patient)
+        patient = ctx.patient
+        out[OWN] = lambda: care.own_and_wards(tenant, patient)
     if "user" in contexts:
         roles = set(ctx.roles)
         practitioner = care.practitioner_id(ctx.fhir_user)
         if roles & CARE_ROLES and practitioner:
-            out[CARE] = care.care_patients(ctx.tenant, practitioner)
+            out[CARE] = lambda: care.care_patients(tenant, practitioner)
         if "pharmacist" in roles:
-            out[PHARMACY] = care.pharmacy_patients(ctx.tenant)
+            out[PHARMACY] = lambda: care.pharmacy_patients(tenant)
     return out
 
 
@@ -281,7 +286,7 @@ def patients_expr(ctx: AuthContext, reach: Reach):
         if len(ids) <= MAX_BOUND_PATIENTS:
             return sorted(ids)
     selects = needed_sets(ctx)
-    parts = [selects[n] for n in sorted(reach.sets) if n in selects]
+    parts = [selects[n]() for n in sorted(reach.sets) if n in selects]
     if not parts:
         return []
     from sqlalchemy import union
@@ -480,13 +485,14 @@ class AuthorizationPolicy:
             scope.sets[OWN] = cached
             del selects[OWN]
         if selects:
+            built = {name: build() for name, build in selects.items()}
             if conn is None:
                 from yiyun.core.db import get_engine, unit_of_work
 
                 async with unit_of_work(get_engine(), write=False) as own:
-                    scope.sets.update(await care.load_patient_sets(own, selects))
+                    scope.sets.update(await care.load_patient_sets(own, built))
             else:
-                scope.sets.update(await care.load_patient_sets(conn, selects))
+                scope.sets.update(await care.load_patient_sets(conn, built))
             if OWN in selects:
                 _guardianship_cache.put(ctx.tenant, ctx.patient, scope.sets[OWN])
         scope.loaded = True
