@@ -19,6 +19,7 @@ from yiyun.identity.verification import (
     DAILY_ATTEMPTS,
     SandboxIdentityProvider,
     check_certificate,
+    is_patient_real_name_verified,
     is_real_name_verified,
 )
 from yiyun.identity.verification_tables import practitioner_registration, real_name, real_name_attempt
@@ -108,6 +109,8 @@ async def test_real_name_flow(client, engine, tenant):
     assert body["attempts_left"] == DAILY_ATTEMPTS - 3 and body["name"] == "李*"
     async with unit_of_work(engine, write=False) as conn:
         assert await is_real_name_verified(conn, acct)
+        assert await is_patient_real_name_verified(conn, tenant, pid)
+        assert not await is_patient_real_name_verified(conn, tenant, "someone-else")
         row = (await conn.execute(select(real_name).where(real_name.c.account_id == acct))).one()
         attempts = (await conn.execute(select(real_name_attempt.c.outcome).where(
             real_name_attempt.c.account_id == acct).order_by(real_name_attempt.c.id))).scalars().all()

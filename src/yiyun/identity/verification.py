@@ -167,6 +167,19 @@ async def is_real_name_verified(conn: AsyncConnection, account_id: str) -> bool:
     return bool(row and row.verified)
 
 
+async def is_patient_real_name_verified(conn: AsyncConnection, tenant: str, patient_id: str) -> bool:
+    """Whether the account linked to Patient/`patient_id` in `tenant` has passed real-name
+    verification (for callers that know the Patient rather than the account)."""
+    from yiyun.identity.tables import membership
+
+    rows = (await conn.execute(
+        select(real_name.c.verified).select_from(
+            membership.join(real_name, real_name.c.account_id == membership.c.account_id))
+        .where(membership.c.tenant == tenant, membership.c.fhir_ref == f"Patient/{patient_id}")
+    )).scalars().all()
+    return any(rows)
+
+
 async def _attempts_today(conn: AsyncConnection, account_id: str, now: int) -> int:
     return (await conn.execute(
         select(func.count()).select_from(real_name_attempt).where(
@@ -658,6 +671,6 @@ def install(app: FastAPI) -> None:
 __all__ = [
     "DAILY_ATTEMPTS", "IdentityProvider", "RealNameStatus", "Registration", "SandboxIdentityProvider",
     "VerificationResult", "approve_registration", "check_certificate", "identity_provider",
-    "is_real_name_verified", "list_registrations", "real_name_status", "register_practitioner",
+    "is_patient_real_name_verified", "is_real_name_verified", "list_registrations", "real_name_status", "register_practitioner",
     "reject_registration", "verify_real_name",
 ]
