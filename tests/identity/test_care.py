@@ -211,3 +211,21 @@ async def test_pharmacists_see_current_prescriptions_only(c, tenant):
                 "authorizingPrescription": [{"reference": f"MedicationRequest/{active['id']}"}]}
     assert (await c.post(f"{FHIR}/MedicationDispense", json=dispense, headers=h)).status_code == 201
     assert (await c.post(f"{FHIR}/MedicationRequest", json=mr, headers=h)).status_code == 403
+
+
+async def test_staff_reads_name_the_patient_in_the_audit_log(app, c, tenant, engine):
+    from yiyun.core.db import unit_of_work
+    from yiyun.identity.audit import query
+
+    p, q = await make(c, tenant, patient("张")), await make(c, tenant, patient("王"))
+    await make(c, tenant, relationship("encounter", p["id"]))
+    mine, theirs = await make(c, tenant, obs(p["id"])), await make(c, tenant, obs(q["id"]))
+    h = doctor(tenant)
+    assert (await c.get(f"{FHIR}/Observation/{mine['id']}", headers=h)).status_code == 200
+    assert (await c.get(f"{FHIR}/Observation/{theirs['id']}", headers=h)).status_code == 404
+    await app.state.policy.recorder.flush()
+    async with unit_of_work(engine, write=False) as conn:
+        seen = await query(conn, tenant=tenant, patient=p["id"], actor="staff:dr1")
+        tried = await query(conn, tenant=tenant, patient=q["id"], actor="staff:dr1")
+    assert [(e.resource_id, e.outcome) for e in seen] == [(mine["id"], "ok")]
+    assert [(e.resource_id, e.outcome) for e in tried] == [(theirs["id"], "denied")]

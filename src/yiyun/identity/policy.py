@@ -235,6 +235,8 @@ class RequestScope:
     sets: dict[str, frozenset[str]] = field(default_factory=dict)
     loaded: bool = False
     hidden: set[tuple[str, str]] = field(default_factory=set)
+    # (type, id) → the patient a set-limited caller reached it through, for the audit entry
+    patient_of: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 _SCOPE_ATTR = "_yiyun_request_scope"
@@ -430,7 +432,9 @@ class AuthorizationPolicy:
             return True
         if reach is None or stored.deleted:
             return False
-        if compartment_patients(stored.resource) & patients_in_reach(ctx, reach):
+        through = compartment_patients(stored.resource) & patients_in_reach(ctx, reach)
+        if through:
+            request_scope(ctx).patient_of[(stored.res_type, stored.res_id)] = min(through)
             return True
         self._hidden(ctx, stored, conn)
         return False
@@ -442,6 +446,9 @@ class AuthorizationPolicy:
         if key in scope.hidden:
             return
         scope.hidden.add(key)
+        patients = compartment_patients(stored.resource)
+        if patients:  # the patient whose record was refused, for "who tried to see my record"
+            scope.patient_of[key] = min(patients)
         self.recorder.record_nowait(conn, ctx, "read", stored.res_type, stored.res_id, "denied",
                                     {"reason": "no relationship with the patient"})
 
@@ -730,7 +737,8 @@ class AuditRecorder:
     def entry(ctx, action, res_type, res_id, outcome, detail=None):
         from yiyun.identity.audit import entry_from_context
 
-        patient = getattr(ctx, "patient", None) or (res_id if res_type == "Patient" else None)
+        reached = request_scope(ctx).patient_of.get((res_type, res_id)) if is_token_context(ctx) else None
+        patient = reached or getattr(ctx, "patient", None) or (res_id if res_type == "Patient" else None)
         return entry_from_context(ctx, action, res_type, res_id, outcome, detail, patient=patient)
 
     async def record(self, conn, ctx, action, res_type, res_id, outcome, detail=None) -> None:
