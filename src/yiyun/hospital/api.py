@@ -202,7 +202,7 @@ async def _booking_actor(conn, ctx: AuthContext, hospital: str, *, create: bool)
 @router.post("/appointments", status_code=201)
 async def book(body: BookRequest, ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
     hospital = body.hospital or ctx.tenant
-    async with unit_of_work(get_engine()) as conn:
+    async with booking.booking_gate(), unit_of_work(get_engine()) as conn:
         await catalogue.load_directory(conn, hospital)
         actor = await _booking_actor(conn, ctx, hospital, create=True)
         patient = body.patient or actor.patient
@@ -234,7 +234,7 @@ async def my_appointments(hospital: str | None = Query(None, max_length=64),
 @router.post("/appointments/{hospital}/{appointment_id}/cancel")
 async def cancel(hospital: str, appointment_id: str, body: CancelRequest | None = None,
                  ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
-    async with unit_of_work(get_engine()) as conn:
+    async with booking.booking_gate(), unit_of_work(get_engine()) as conn:
         actor = await _booking_actor(conn, ctx, hospital, create=False)
         repo = hospital_repo(conn, hospital, ctx, flushes_audit=True)
         stored = await booking.cancel(repo, actor, appointment_id, body.reason if body else None)
@@ -245,7 +245,7 @@ async def cancel(hospital: str, appointment_id: str, body: CancelRequest | None 
 @router.post("/appointments/{hospital}/{appointment_id}/reschedule")
 async def reschedule(hospital: str, appointment_id: str, body: RescheduleRequest,
                      ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
-    async with unit_of_work(get_engine()) as conn:
+    async with booking.booking_gate(), unit_of_work(get_engine()) as conn:
         actor = await _booking_actor(conn, ctx, hospital, create=False)
         repo = hospital_repo(conn, hospital, ctx, flushes_audit=True)
         stored = await booking.reschedule(repo, actor, appointment_id, body.slot)

@@ -35,6 +35,8 @@ and an `Actor`, never commit):
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -239,6 +241,26 @@ def system_repo(repo: FhirRepository, actor: Actor | None = None) -> FhirReposit
     return sys_repo
 
 
+# ------------------------------------------------------------------ admission
+# At most this many bookings of one process write at the same time; the others wait before
+# their transaction takes any lock. Every booking of a hospital ends by appending to its
+# audit chain, whose head is locked until commit: with hundreds of bookings interleaved in
+# one event loop, a transaction holding that lock waits for the loop behind all the
+# others' work, and the whole hospital queues behind it (a lock convoy). Admitting a few
+# at a time keeps lock holders moving; SQLite's BEGIN IMMEDIATE queues writers the same way.
+MAX_CONCURRENT_BOOKINGS = int(os.environ.get("YIYUN_BOOKING_CONCURRENCY", "4"))
+_gates: dict[int, asyncio.Semaphore] = {}
+
+
+def booking_gate() -> asyncio.Semaphore:
+    """The process's admission gate for booking writes (one per event loop)."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(id(loop))
+    if gate is None:
+        gate = _gates[id(loop)] = asyncio.Semaphore(MAX_CONCURRENT_BOOKINGS)
+    return gate
+
+
 # ------------------------------------------------------------------ helpers
 def is_active(resource: dict | None) -> bool:
     return bool(resource) and resource.get("status") in ACTIVE_STATUSES
@@ -385,15 +407,17 @@ async def _acquire(repo, actor: Actor, plan: PlannedWrite, sids: list[str], rule
     _fill_from_slot(appt, first, slots[-1][1], schedule)
     if actor.is_patient:
         await _check_patient_rules(repo, plan, patient, first_start, schedule, rules or DEFAULT_RULES, now)
+    writer = system_repo(repo, actor)
+    for sid, slot, _ in slots:
+        await writer.update("Slot", sid, {**slot, "status": "busy"})
+    _slots_changed(repo.ctx.tenant)
+    # the queue number last: its lock (per schedule and day) is then held only while the
+    # Appointment itself is written and committed
     schedule_id = ref_id(first.get("schedule"), "Schedule") or "-"
     number = await _next_queue_number(repo, schedule_id, local_day(from_us(first_start)).isoformat(), plan.res_id)
     idents = [i for i in appt.get("identifier") or [] if i.get("system") != QUEUE_NUMBER_SYSTEM]
     appt["identifier"] = [*idents, {"use": "usual", "type": {"text": "就诊序号"}, "system": QUEUE_NUMBER_SYSTEM,
                                     "value": str(number)}]
-    writer = system_repo(repo, actor)
-    for sid, slot, _ in slots:
-        await writer.update("Slot", sid, {**slot, "status": "busy"})
-    _slots_changed(repo.ctx.tenant)
     await _schedule_reminders(repo.conn, repo.ctx.tenant, plan.res_id, first_start, now, fresh=plan.existing is None)
 
 

@@ -43,7 +43,8 @@ async def book_operation(router, req, repo, res_type, res_id) -> FhirResponse:
     appointment = _parameter(req.body, "appointment", ("resource",))
     if appointment is None:
         raise BadRequest("Parameters 中缺少 appointment 参数 (no 'appointment' parameter)")
-    stored = await booking.book_appointment(repo, booking.actor_from_context(repo.ctx), appointment)
+    async with booking.booking_gate():
+        stored = await booking.book_appointment(repo, booking.actor_from_context(repo.ctx), appointment)
     return FhirResponse(201, stored.content, resource_headers(stored, repo.ctx.base_url))
 
 
@@ -51,7 +52,8 @@ async def cancel_operation(router, req, repo, res_type, res_id) -> FhirResponse:
     reason = _parameter(req.body, "reason", ("valueString",))
     if reason is not None and not isinstance(reason, str):
         raise BadRequest("reason 须为字符串 (reason must be a string)")
-    stored = await booking.cancel(repo, booking.actor_from_context(repo.ctx), res_id, reason)
+    async with booking.booking_gate():
+        stored = await booking.cancel(repo, booking.actor_from_context(repo.ctx), res_id, reason)
     headers = resource_headers(stored, repo.ctx.base_url)
     headers.pop("Location", None)
     return FhirResponse(200, stored.content, headers)
