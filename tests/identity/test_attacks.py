@@ -285,8 +285,17 @@ async def test_oversized_bodies_are_refused_with_413(small_bodies, app, c, engin
 
         n = (await conn.execute(text("SELECT count(*) FROM fhir_resource WHERE tenant=:t"), {"t": tenant})).scalar()
     assert n == 0
+    # the JSON API and the pages have the same limit, declared or streamed
+    po = auth_headers(tenant, "user/*.rs", subject="po", roles=("privacy-officer",))
+    big_policy = {"after_hours": {"exempt_actors": ["x" * 50] * 100}}
+    refused_cleanly(await c.put("/api/security/policy", json=big_policy, headers=po), 413)
+    r = await c.put("/api/security/policy", content=chunks(), headers={**po, "Content-Type": "application/json"})
+    refused_cleanly(r, 413)
+    assert (await c.get("/api/security/policy", headers=po)).json()["after_hours"]["exempt_actors"] == []
+    r = await c.post("/signin", data={"username": "x" * 5000, "password": "y"})
+    assert r.status_code == 413
     entries = await recorded(app, engine, tenant, action="request-refused")
-    assert sum(1 for e in entries if e.detail_value["status"] == 413) == 2
+    assert sum(1 for e in entries if e.detail_value["status"] == 413) == 4
 
 
 async def test_malformed_json_is_a_400(app, c, engine, tenant):

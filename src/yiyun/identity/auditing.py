@@ -118,9 +118,11 @@ class AuditGuardMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
             return await self.app(scope, self._lifespan_receive(receive), send)
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not (path.startswith("/fhir/R4") or path.startswith("/api/")):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        fhir = path.startswith("/fhir/R4")
+        recorded = fhir or path.startswith("/api/")
         status: list[int] = []
 
         async def send_status(message):
@@ -129,13 +131,73 @@ class AuditGuardMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_status)
+            if fhir:  # the FHIR API limits bodies itself, answering with an OperationOutcome
+                await self.app(scope, receive, send_status)
+            else:
+                await self._limited(scope, receive, send_status if recorded else send)
         finally:
-            if status:
+            if status and recorded:
                 try:
                     await self._record_refusal(scope, path, status[0])
                 except Exception:  # never turn a refusal into a 500
                     log.exception("refusal_not_recorded", path=path[:200])
+
+    async def _limited(self, scope, receive, send) -> None:
+        """Run the route with the body limit of YIYUN_MAX_BODY_BYTES (see `_limit_body`)."""
+        receive, send, state = self._limit_body(scope, receive, send)
+        if state["hit"]:  # Content-Length already says too much: the route never runs
+            await state["answer"]()
+            return
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            if not state["hit"]:
+                raise
+            log.info("body_too_large", path=scope.get("path", "")[:200])  # the route saw the cut-off body
+        if state["hit"] and not state["sent"]:
+            await state["answer"]()
+
+    def _limit_body(self, scope, receive, send):
+        """Answer 413 to a body over YIYUN_MAX_BODY_BYTES: at once when Content-Length says so,
+        else as soon as the streamed body passes it (the route then sees a disconnect and its
+        answer is replaced by the 413)."""
+        limit = get_settings().max_body_bytes
+        body = orjson.dumps({"detail": f"请求体超过上限 {limit} 字节 (body too large)", "code": "too-costly"})
+        state = {"hit": False, "sent": False}
+
+        async def answer():
+            state["sent"] = True
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        state["answer"] = answer
+        declared = next((v for k, v in scope.get("headers", []) if k == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > limit:
+            state["hit"] = True
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            if state["hit"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    state["hit"] = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def limited_send(message):
+            if state["hit"]:
+                if not state["sent"] and message["type"] == "http.response.start":
+                    await answer()
+                return  # the route's own answer to the cut-off body is dropped
+            await send(message)
+
+        return limited_receive, limited_send, state
 
     async def _record_refusal(self, scope, path: str, status: int) -> None:
         fhir = path.startswith("/fhir/R4")

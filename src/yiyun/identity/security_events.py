@@ -116,8 +116,9 @@ def check_policy(policy: dict) -> dict:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise BadRequest("after_hours.timezone 不是已知时区 (unknown time zone)") from exc
     for k in ("exempt_roles", "exempt_actors"):
-        if not isinstance(ah[k], list) or not all(isinstance(x, str) for x in ah[k]):
-            raise BadRequest(f"after_hours.{k} 应为字符串列表 (must be a list of strings)")
+        if (not isinstance(ah[k], list) or len(ah[k]) > 500
+                or not all(isinstance(x, str) and 0 < len(x) <= 256 for x in ah[k])):
+            raise BadRequest(f"after_hours.{k} 应为最多 500 个字符串的列表 (must be a list of at most 500 strings)")
     d = policy["dedupe_minutes"]
     if not isinstance(d, int) or isinstance(d, bool) or not 1 <= d <= 7 * 24 * 60:
         raise BadRequest("dedupe_minutes 应为 1–10080 的整数")
