@@ -17,6 +17,9 @@ recorded here, from the response status of `/fhir/R4` and `/api` requests:
 - 400, 405, 406, 413, 415, 422 and 431: `request-refused` (bad input, oversized bodies,
   malformed JSON, writes to read-only resources);
 - 403 outside the FHIR API (role checks of the JSON API, CSRF refusals).
+
+Bodies over YIYUN_MAX_BODY_BYTES are refused here with 413 for every route outside the FHIR
+API (which limits its own bodies): the JSON API and the pages' forms.
 """
 
 from __future__ import annotations
