@@ -94,7 +94,7 @@ async def online_diagnosis_allowed(repo: FhirRepository, patient_ref: str, icd10
         enc = (cond.get("encounter") or {}).get("reference", "")
         if enc.startswith("Encounter/"):
             candidates.append((cond, enc.split("/", 1)[1]))
-    encounters = await repo.current_many([("Encounter", e) for _, e in candidates])
+    encounters = await service.fetch_many(repo, [("Encounter", e) for _, e in candidates])
     online_only = False
     for cond, enc_id in candidates:
         stored = encounters.get(("Encounter", enc_id))

@@ -196,9 +196,26 @@ def display_name(resource: dict | None) -> str | None:
     return None
 
 
+async def fetch_many(repo: FhirRepository, keys) -> dict:
+    """Current versions by (type, id), without locking them (`current_many` locks rows for
+    writes on PostgreSQL, which a read must not do): one `_id` search per type."""
+    by_type: dict[str, list[str]] = {}
+    for res_type, res_id in dict.fromkeys(keys):
+        if res_id:
+            by_type.setdefault(res_type, []).append(res_id)
+    found: dict = {}
+    for res_type, ids in by_type.items():
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            result = await repo.search(res_type, [("_id", ",".join(chunk)), ("_count", str(len(chunk)))])
+            for stored in result.matches:
+                found[(res_type, stored.res_id)] = stored
+    return found
+
+
 async def _must_exist(repo: FhirRepository, reference: str, what: str) -> dict:
     res_type, _, res_id = reference.partition("/")
-    stored = (await repo.current_many([(res_type, res_id)])).get((res_type, res_id))
+    stored = (await fetch_many(repo, [(res_type, res_id)])).get((res_type, res_id))
     if stored is None or stored.deleted:
         raise NotFound(f"{what}不存在: {reference} ({what} not found)")
     return stored.resource
@@ -225,7 +242,7 @@ async def doctor_departments(work: Work, practitioner_id: str | None = None) -> 
             if hs.get("reference", "").startswith("HealthcareService/"):
                 refs.add(hs["reference"])
                 services.append(("HealthcareService", hs["reference"].split("/", 1)[1]))
-    for stored in (await work.repo.current_many(services)).values():
+    for stored in (await fetch_many(work.repo, services)).values():
         for ext in stored.resource.get("extension") or []:
             target = (ext.get("valueReference") or {}).get("reference")
             if ext.get("url", "").endswith("/department") and target:
@@ -451,7 +468,7 @@ async def consultation_detail(work: Work, cid: str) -> dict:
         keys.append(("Practitioner", row.doctor_id))
     if row.form_id:
         keys.append(("QuestionnaireResponse", row.form_id))
-    found = await work.repo.current_many(keys)
+    found = await fetch_many(work.repo, keys)
     out = summary(row)
     out["relation"] = relation
     out["patient_name"] = display_name(_res(found, "Patient", row.patient_id))
@@ -513,7 +530,7 @@ async def doctor_queue(work: Work) -> dict:
     ))
     keys = [("Patient", r.patient_id) for r in waiting + active]
     keys += [("QuestionnaireResponse", r.form_id) for r in waiting + active if r.form_id]
-    found = await work.repo.current_many(keys)
+    found = await fetch_many(work.repo, keys)
 
     def item(r) -> dict:
         out = summary(r)
@@ -853,7 +870,7 @@ async def _messages_after(work: Work, tenant: str, cid: str, since: int, limit: 
         select(consult_message).where(m.tenant == tenant, m.consultation_id == cid, m.seq > max(0, since))
         .order_by(m.seq).limit(max(1, min(limit, REPLAY_LIMIT)))
     ))
-    found = await work.repo.current_many([("Communication", r.communication_id) for r in rows])
+    found = await fetch_many(work.repo, [("Communication", r.communication_id) for r in rows])
     out = []
     for r in rows:
         stored = found.get(("Communication", r.communication_id))
