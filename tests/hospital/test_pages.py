@@ -108,6 +108,9 @@ async def test_doctor_list_shows_fees_and_next_slots_in_chinese_and_english(peop
     assert "找医生" in r.text and "下一个可约" in r.text
     r = await people["patient"].get(f"/patient/doctors?hospital={hospital.tenant}&lang=en")
     assert 'lang="en"' in r.text and "Find a doctor" in r.text and "Next free" in r.text
+    assert "Online consultation (text and images)" in r.text and "找医生" not in r.text
+    r = await people["patient"].get(f"/patient/doctors/{hospital.tenant}/role-li")  # the language is remembered
+    assert "Choose a time" in r.text and "选择时间" not in r.text
     # only doctors with an online-text schedule
     r = await people["patient"].get(f"/patient/doctors?hospital={hospital.tenant}&type=online-text")
     assert "李医生" in r.text and "赵医生" not in r.text
@@ -204,7 +207,7 @@ async def test_admin_sets_fee_and_rules_and_doctor_adds_hours(people, hospital):
                                           "reason": "学术会议 " + EVIL})
     assert r.status_code == 303
     page = (await d.get("/doctor/schedule")).text
-    assert "学术会议" in page and EVIL not in page
+    assert "学术会议" in page and "2099-01-01 00:00" in page and EVIL not in page
 
 
 async def test_home_page_opens_the_portals(people):
@@ -221,3 +224,32 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 80, 80)).save(buf, "PNG")
     return buf.getvalue()
+
+
+async def test_reports_show_reference_ranges_and_abnormal_flags(people, hospital, repo_factory):
+    lab = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}
+
+    def obs(oid, name, value, unit, low, high, flag=None):
+        o = {"resourceType": "Observation", "id": oid, "status": "final", "category": [lab],
+             "code": {"text": name}, "subject": {"reference": "Patient/pat-zhang"},
+             "effectiveDateTime": "2026-03-02T09:00:00+08:00", "valueQuantity": {"value": value, "unit": unit},
+             "referenceRange": [{"low": {"value": low}, "high": {"value": high}}]}
+        if flag:
+            o["interpretation"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                                                "code": flag}]}]
+        return o
+
+    async with repo_factory() as repo:
+        for o in (obs("o-hb", "血红蛋白", 100, "g/L", 115, 150, "L"), obs("o-wbc", "白细胞计数", 6.5, "10^9/L", 3.5, 9.5),
+                  obs("o-glu", "空腹血糖" + EVIL, 8.1, "mmol/L", 3.9, 6.1)):
+            await repo.update("Observation", o["id"], o)
+        await repo.update("DiagnosticReport", "dr-1", {
+            "resourceType": "DiagnosticReport", "id": "dr-1", "status": "final", "code": {"text": "血常规"},
+            "subject": {"reference": "Patient/pat-zhang"}, "effectiveDateTime": "2026-03-02T09:00:00+08:00",
+            "result": [{"reference": "Observation/o-hb"}, {"reference": "Observation/o-wbc"}]})
+    r = await people["patient"].get("/patient/reports")
+    assert r.status_code == 200 and "血常规" in r.text and "检验结果" in r.text  # the report, and the loose result
+    rows = re.findall(r'<tr class="(abnormal)?"><td>([^<]+)</td>', r.text)
+    assert ("abnormal", "血红蛋白") in rows and ("", "白细胞计数") in rows
+    assert ("abnormal", "空腹血糖&lt;script&gt;alert(1)&lt;/script&gt;") in rows  # flagged from its range, escaped
+    assert "115–150" in r.text and "1 项异常" in r.text and EVIL not in r.text

@@ -88,16 +88,29 @@ def local_day_label(value: str | None) -> str:
     return f"{d.month}月{d.day}日 周{WEEKDAYS[d.weekday()]}"
 
 
+def us_time(us: int | None) -> str:
+    return datetime.fromtimestamp(us / 1e6, CHINA_TZ).strftime("%Y-%m-%d %H:%M") if us else ""
+
+
 def yuan(fen: int | None) -> str:
     return "—" if fen is None else f"¥{fen / 100:.2f}".replace(".00", "")
 
 
-def type_name(code: str | None) -> str:
-    return CONSULTATION_TYPES.get(code or "", (code or "",))[0]
+def type_name(code: str | None, english: bool = False) -> str:
+    names = CONSULTATION_TYPES.get(code or "", (code or "", code or ""))
+    return names[1] if english else names[0]
 
 
-HELPERS = {"local_time": local_time, "day_label": local_day_label, "yuan": yuan, "type_name": type_name,
-           "types": CONSULTATION_TYPES}
+def local_day_label_en(value: str | None) -> str:
+    dt = parse_instant(value) if value else None
+    return dt.astimezone(CHINA_TZ).strftime("%a %d %b") if dt else ""
+
+
+def helpers(english: bool) -> dict[str, Any]:
+    """Formatting for templates in the page's language (times always in Asia/Shanghai)."""
+    return {"local_time": local_time, "us_time": us_time, "day_label": local_day_label_en if english else local_day_label, "yuan": yuan,
+            "type_name": lambda code: type_name(code, english),
+            "types": {k: (v[1] if english else v[0],) for k, v in CONSULTATION_TYPES.items()}}
 
 
 @lru_cache(maxsize=1)
@@ -126,8 +139,13 @@ def render(request: Request, template: str, **context) -> HTMLResponse:
     return response
 
 
+def _english(request: Request) -> bool:
+    return negotiate(request.query_params.get("lang"), request.cookies.get("lang"),
+                     request.headers.get("accept-language")) == "en"
+
+
 def page(request: Request, template: str, status: int = 200, **ctx) -> HTMLResponse:
-    response = render(request, template, **HELPERS, **ctx)
+    response = render(request, template, **helpers(_english(request)), **ctx)
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -308,7 +326,7 @@ async def patient_doctor(request: Request, hospital: str, role_id: str, ctx: Aut
     by_type: dict[str, dict[str, list]] = {}
     types = {s["schedule"]: s["type"] for s in doc["services"]}
     for slot in doc["slots"]:
-        day = local_day_label(slot["start"])
+        day = (local_day_label_en if _english(request) else local_day_label)(slot["start"])
         by_type.setdefault(types.get(slot["schedule"], slot.get("type") or ""), {}).setdefault(day, []).append(slot)
     return page(request, "hospital/patient_doctor.html", tab="doctors", doc=doc, by_type=by_type, error=error,
                 status=400 if error else 200)
@@ -614,6 +632,20 @@ async def patient_reports(request: Request, ctx: AuthContext = Depends(patient_u
             "imaging": bool(cats & {"RAD", "IMG", "CT", "MR", "US"}) or bool(r.get("imagingStudy")),
             "conclusion": r.get("conclusion"), "results": results,
             "abnormal": sum(1 for x in results if x["abnormal"])})
+    # lab results sent without a DiagnosticReport: one card per day
+    used = {i for r in reports for x in r.get("result") or [] if (i := ref_id(x, "Observation"))}
+    by_day: dict[str, list[dict]] = {}
+    for oid, o in observations.items():
+        cats = {c.get("code") for cat in o.get("category") or [] for c in cat.get("coding") or []}
+        when = o.get("effectiveDateTime") or o.get("issued") or ""
+        if oid not in used and "laboratory" in cats and when:
+            by_day.setdefault(local_time(when, "%Y-%m-%d"), []).append(o)
+    for day, obs in by_day.items():
+        results = [observation_view(o) for o in sorted(obs, key=lambda o: observation_view(o)["name"])]
+        out.append({"id": None, "name": None, "date": obs[0].get("effectiveDateTime") or obs[0].get("issued"),
+                    "status": "final", "imaging": False, "conclusion": None, "results": results,
+                    "abnormal": sum(1 for x in results if x["abnormal"])})
+    out.sort(key=lambda r: r["date"] or "", reverse=True)
     return page(request, "hospital/patient_reports.html", tab="me", reports=out)
 
 
