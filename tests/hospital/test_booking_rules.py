@@ -182,3 +182,49 @@ async def test_bad_booking_input_is_a_4xx(client, hospital):
         r = await client.post(f"{API}/appointments", json=body)
         assert r.status_code == status, (body, r.text)
     assert (await client.get(f"{FHIR}/Slot/{hospital.slots[0]['id']}")).json()["status"] == "free"
+
+
+async def test_daily_view_counts_bookings_and_waiting_time(client, hospital):
+    day = hospital.first_day.isoformat()
+    booked = (await _book(client, hospital, hospital.slots[0]["id"])).json()
+    other = (await _book(client, hospital, hospital.slots[1]["id"], headers=hospital.patient_headers("pat-wang"))).json()
+    await client.post(f"{API}/appointments/{hospital.tenant}/{other['id']}/cancel", headers=hospital.patient_headers("pat-wang"))
+    # the visit began 20 minutes after the booked start
+    start = datetime.fromisoformat(booked["start"].replace("Z", "+00:00")) + timedelta(minutes=20)
+    encounter = {"resourceType": "Encounter", "status": "in-progress",
+                 "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                 "subject": {"reference": "Patient/pat-zhang"}, "appointment": [{"reference": f"Appointment/{booked['id']}"}],
+                 "period": {"start": start.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+    assert (await client.post(f"{FHIR}/Encounter", json=encounter)).status_code == 201
+    view = (await client.get(f"{API}/daily", params={"day": day})).json()
+    assert view["appointments"] == 2
+    assert view["by_status"] == {"booked": 1, "cancelled": 1}
+    dept = view["by_department"][0]
+    assert dept["id"] == hospital.service and dept["name"] == "呼吸内科" and dept["total"] == 2
+    assert view["slots"]["busy"] == 1 and view["slots"]["total"] == 8 + 4  # clinic and evening online slots
+    assert view["waiting_minutes"] == {"count": 1, "mean": 20.0, "median": 20.0}
+    assert (await client.get(f"{API}/daily", headers=hospital.staff_headers("doctor"))).status_code == 403
+    assert (await client.get(f"{API}/daily", headers=hospital.staff_headers("admin"))).status_code == 200
+
+
+async def test_reminders_fall_due_and_are_marked_sent(client, hospital, repo_factory):
+    from yiyun.hospital.booking import due_reminders, mark_reminder_sent, reminders_of
+
+    await _put_slot(client, hospital, "slot-soon", 90)  # both reminder times already past: none recorded
+    soon = (await _book(client, hospital, "slot-soon")).json()
+    later = (await _book(client, hospital, hospital.slots[-1]["id"], headers=hospital.patient_headers("pat-wang"))).json()
+    async with repo_factory() as repo:
+        assert await reminders_of(repo.conn, hospital.tenant, soon["id"]) == []
+        mine = await reminders_of(repo.conn, hospital.tenant, later["id"])
+        assert [r["kind"] for r in mine] == ["24h", "2h"]
+        two_hours = mine[1]["due_us"]
+        due = [r for r in await due_reminders(repo.conn, now_us_=two_hours) if r["appointment"] == later["id"]]
+        assert {r["kind"] for r in due} == {"24h", "2h"}
+        await mark_reminder_sent(repo.conn, hospital.tenant, later["id"], "24h")
+        due = [r for r in await due_reminders(repo.conn, now_us_=two_hours) if r["appointment"] == later["id"]]
+        assert [r["kind"] for r in due] == ["2h"]
+    cancelled = await client.post(f"{API}/appointments/{hospital.tenant}/{later['id']}/cancel",
+                                  headers=hospital.patient_headers("pat-wang"))
+    assert cancelled.status_code == 200
+    async with repo_factory() as repo:
+        assert await reminders_of(repo.conn, hospital.tenant, later["id"]) == []  # no reminder for a cancelled visit
