@@ -6,6 +6,7 @@ refuses a patient):
 - distinct:  200 patients book 200 different slots at once through the JSON API;
 - contended: 200 patients race for 20 slots (10 per slot) through the JSON API;
 - fhir:      200 `POST Appointment/$book` by a hospital system on 200 different slots;
+- paced:     200 patients arriving at 10 bookings/s (JSON API), the latency at a steady rate;
 - doctor list: the patient's doctor list (`GET /api/hospital/directory/hospitals/{slug}/doctors`)
   sequentially and 20 at a time.
 
@@ -131,7 +132,7 @@ async def seed(db_url: str, patients: int) -> dict:
             sched = await schedules.create_schedule(repo, f"role-{i}", "clinic", fee_fen=2000)
             await schedules.add_template(conn, HOSPITAL, sched.res_id, weekdays=[1, 2, 3, 4, 5, 6, 7], start="08:00",
                                          end="18:00", slot_minutes=5)
-        report = await schedules.generate_slots(repo, start_day=first, days=3)
+        report = await schedules.generate_slots(repo, start_day=first, days=4)
         by_day: dict[str, list[str]] = {}
         for s in await search_all(repo, "Slot", [("_sort", "start")]):
             by_day.setdefault(s.resource["start"][:10], []).append(s.res_id)
@@ -208,7 +209,7 @@ async def run_phases(base: str, plan: dict, patients: int) -> dict:
     heads = [token(subject=f"user:p{n}", scope="patient/*.cruds", roles=("patient",), patient=f"pat-{n}")
              for n in range(patients)]
     system = token(subject="service:bench", scope="system/*.cruds")
-    day1, day2, day3 = plan["days"][:3]
+    day1, day2, day3, day4 = plan["days"][:4]
     async with client_for(base, patients) as client:
         # warm up the server's code paths on a slot nobody races for
         await client.post("/api/hospital/appointments", json={"slot": day3[-1]}, headers=heads[0])
@@ -228,8 +229,25 @@ async def run_phases(base: str, plan: dict, patients: int) -> dict:
                     "participant": [{"actor": {"reference": f"Patient/pat-{n}"}, "status": "accepted"}]}}]},
                        system) for n in range(patients)])
     async with client_for(base, patients) as client:
+        paced = await paced_bookings(client, day4, heads, PACED_RATE)
+    async with client_for(base, patients) as client:
         pages = await doctor_list(client)
-    return {"distinct": distinct, "contended": contended, "fhir_book": fhir, "doctor_list": pages}
+    return {"distinct": distinct, "contended": contended, "fhir_book": fhir, "paced": paced, "doctor_list": pages}
+
+
+# Patients arriving at a steady rate rather than all in the same instant: the latency a
+# patient sees when the hospital's bookings run at that rate.
+PACED_RATE = 10.0
+
+
+async def paced_bookings(client, slots: list[str], heads: list[dict], rate: float) -> dict:
+    async def at(delay: float, n: int):
+        await asyncio.sleep(delay)
+        return await timed_post(client, "/api/hospital/appointments", {"slot": slots[n]}, heads[n])
+
+    result = await burst(client, [at(n / rate, n) for n in range(len(heads))])
+    result["arrival_rate_per_s"] = rate
+    return result
 
 
 def run_backend(backend: str, patients: int, port: int) -> dict:
@@ -260,7 +278,7 @@ def main() -> None:
         print(f"-- {backend}", flush=True)
         r = run_backend(backend, args.patients, args.port)
         results["backends"][backend] = r
-        for phase in ("distinct", "contended", "fhir_book"):
+        for phase in ("distinct", "contended", "fhir_book", "paced"):
             p = r[phase]
             print(f"{phase:10s} booked {p['booked']:4d}/{p['requests']} {p['bookings_per_s']:7.1f} bookings/s "
                   f"p50 {p['latency']['p50_ms']} ms p95 {p['latency']['p95_ms']} ms codes {p['status_codes']}")
