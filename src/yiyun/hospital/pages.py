@@ -592,7 +592,10 @@ async def patient_records(request: Request, ctx: AuthContext = Depends(patient_u
                        "types": [t.get("text") for t in e.get("type") or [] if t.get("text")],
                        "reason": ", ".join(r.get("text") or "" for r in e.get("reasonCode") or []),
                        "diagnoses": extra.get("diagnoses", []), "impression": extra.get("impression"),
-                       "provider": (e.get("serviceProvider") or {}).get("display")})
+                       "provider": (e.get("serviceType") or {}).get("text")
+                       or (e.get("serviceProvider") or {}).get("display"),
+                       "doctor": next((d for p in e.get("participant") or []
+                                       if (d := (p.get("individual") or {}).get("display"))), None)})
     return page(request, "hospital/patient_records.html", tab="me", visits=visits)
 
 
