@@ -253,3 +253,33 @@ async def test_reports_show_reference_ranges_and_abnormal_flags(people, hospital
     assert ("abnormal", "血红蛋白") in rows and ("", "白细胞计数") in rows
     assert ("abnormal", "空腹血糖&lt;script&gt;alert(1)&lt;/script&gt;") in rows  # flagged from its range, escaped
     assert "115–150" in r.text and "1 项异常" in r.text and EVIL not in r.text
+
+
+async def test_follow_up_booking_referral_and_handover_from_the_consultation(people, hospital, engine, client):
+    p, d = people["patient"], people["doctor"]
+    r = await p.post("/patient/consult", {"hospital": hospital.tenant, "doctor": "role-li", "mode": "text",
+                                         "chief_complaint": "复查"})
+    cid = r.headers["location"].rsplit("/", 1)[1].split("?")[0]
+    assert "error" not in (await d.post(f"/doctor/consultations/{cid}/accept")).headers["location"]
+    page = (await d.get(f"/doctor/consultations/{cid}")).text
+    slot = hospital.slots[2]["id"]
+    assert f'value="{slot}"' in page and "赵医生" in page  # Li's free slots; colleague Zhao
+    r = await d.post(f"/doctor/consultations/{cid}/book", {"slot": slot})
+    assert r.status_code == 303 and "notice=" in r.headers["location"], r.headers["location"]
+    appts = (await p.get("/patient/appointments")).text
+    assert "李医生" in appts  # booked for Zhang: listed on his page
+    assert slot not in (await p.get(f"/patient/doctors/{hospital.tenant}/role-li")).text
+    r = await d.post(f"/doctor/consultations/{cid}/referral", {"to": "HealthcareService/hs-resp", "reason": "需查肺功能"})
+    assert "notice=" in r.headers["location"], r.headers["location"]
+    zhao = Browser(client.app, *await _staff(engine, hospital.tenant, "zhao", ("doctor",), "Practitioner/prac-zhao"))
+    try:
+        r = await d.post(f"/doctor/consultations/{cid}/handover", {"doctor": "Practitioner/prac-zhao",
+                                                                   "note": "请继续随访 " + EVIL})
+        assert r.status_code == 303 and r.headers["location"].startswith("/doctor?notice="), r.headers["location"]
+        page = (await zhao.get(f"/doctor/consultations/{cid}")).text
+        assert "请继续随访" in page and EVIL not in page
+        # a wrong slot is refused with the booking service's reason, shown on the page
+        r = await zhao.post(f"/doctor/consultations/{cid}/book", {"slot": "no-such-slot"})
+        assert "error=" in r.headers["location"]
+    finally:
+        await zhao.aclose()
