@@ -376,7 +376,7 @@ async def test_a_planted_session_id_is_worth_nothing(app, c, engine, tenant):
     c.cookies.set("yiyun_session", fresh)
     assert (await c.get("/api/audit/entries")).status_code == 200
     default = get_settings().default_tenant
-    entries = await recorded(app, engine, default, action="token-rejected")
+    entries = await recorded(app, engine, default, action="session-rejected")
     assert sum(1 for e in entries if (e.detail_value or {}).get("credential") == "session"
                and e.client_address == c._transport.client[0]) == 2
 

@@ -11,9 +11,9 @@ including failed access): the FHIR access policy already records 403 and 404 of 
 holders and the AuditEvent routes record their own refusals. What nobody else sees is
 recorded here, from the response status of `/fhir/R4` and `/api` requests:
 
-- 401 with a credential (a bearer token or a session cookie): `token-rejected`, outcome
-  `denied`, in the token's tenant when its signature holds (expired), else in the default
-  tenant's chain with the claimed tenant and subject in `detail`;
+- 401 with a bearer token: `token-rejected`, outcome `denied`, in the token's tenant when
+  its signature holds (expired), else in the default tenant's chain with the claimed tenant
+  and subject in `detail`; 401 with an unknown or timed-out session cookie: `session-rejected`;
 - 400, 405, 406, 413, 415, 422 and 431: `request-refused` (bad input, oversized bodies,
   malformed JSON, writes to read-only resources);
 - 403 outside the FHIR API (role checks of the JSON API, CSRF refusals).
@@ -216,6 +216,10 @@ class AuditGuardMiddleware:
         ctx, detail = _context_for(scope, headers)
         if action == "token-rejected" and not detail.get("credential") and ctx.subject == "anonymous":
             return  # no credential at all: nothing was attempted
+        if action == "token-rejected" and detail.get("credential") == "session":
+            # An unknown or timed-out session cookie: mostly a browser left open past its
+            # session (256-bit ids cannot be guessed), so it does not count as a failed sign-in.
+            action = "session-rejected"
         query = scope.get("query_string", b"").decode("latin-1")
         detail = {**detail, "method": scope.get("method"), "path": path[:200], "status": status}
         if query:
