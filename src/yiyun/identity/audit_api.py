@@ -320,8 +320,9 @@ FHIR_PARAMS = {"date", "agent", "who", "entity", "patient", "action", "subtype",
 _PREFIX = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?(.+)$")
 _CRUD = {"C": ["create", "import"], "R": ["read", "vread", "history", "export", "audit-read"],
          "U": ["update", "patch", "consent", "password-changed", "account-changed"], "D": ["delete"],
-         "E": ["search", "transaction", "batch", "operation", "login", "login-failed", "signin-failed", "logout",
-               "break-glass", "token-issued", "token-revoked", "token-rejected", "session-rejected", "request-refused"]}
+         "E": ["search", "transaction", "batch", "operation", "login", "login-failed", "signin", "signin-failed",
+               "signin-locked", "logout", "signout", "break-glass", "break-glass-end", "token-issued",
+               "token-refused", "token-revoked", "token-rejected", "session-rejected", "request-refused"]}
 _OUTCOME = {"0": ["ok"], "4": ["denied", "not-found", "gone"], "8": ["error"]}
 
 
