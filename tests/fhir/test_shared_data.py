@@ -35,6 +35,10 @@ async def test_every_r4_example_loads_and_reads_back_equal(client):
             r = await client.put(f"{FHIR}/{res_type}/{res_id}", json=resource)
         else:
             r = await client.post(f"{FHIR}/{res_type}", json=resource)
+        if res_type == "AuditEvent":
+            # AuditEvent is the read-only view of the hash-chained audit log (docs/audit.md)
+            assert r.status_code == 405, (path.name, r.text[:300])
+            continue
         if r.status_code in (400, 422):
             # only what the validator itself calls invalid may be refused
             assert any(i.severity == "error" for i in validate_resource(resource)), path.name

@@ -394,6 +394,11 @@ async def _acquire(repo, actor: Actor, plan: PlannedWrite, sids: list[str], rule
     for sid in sids:
         stored = await _lock_slot(repo, sid)
         if stored is None or stored.deleted:
+            if getattr(repo, "booking_actor", None) is None:
+                # A plain write naming a Slot this store does not hold (data from another
+                # system, a Bundle loaded in parts): the store keeps references as given and
+                # an absent Slot cannot be double-booked. Booking ($book, the API) needs it.
+                continue
             raise Unprocessable(f"号源 Slot/{sid} 不存在 (slot not found)", expression=["Appointment.slot"])
         slot = stored.resource
         start_us = _start_us(slot)
@@ -402,6 +407,8 @@ async def _acquire(repo, actor: Actor, plan: PlannedWrite, sids: list[str], rule
                                 expression=["Appointment.slot"])
         await _check_slot_free(repo, sid, slot, plan.res_id, patient)
         slots.append((sid, slot, start_us))
+    if not slots:
+        return
     first_sid, first, first_start = slots[0]
     schedule = await _schedule_of(repo, first)
     _fill_from_slot(appt, first, slots[-1][1], schedule)
