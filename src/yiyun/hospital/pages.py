@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
 from pydantic import ValidationError
 
 from yiyun.core.db import get_engine, unit_of_work
 from yiyun.core.errors import BadRequest, Forbidden, YiyunError
-from yiyun.core.i18n import negotiate, translations
+from yiyun.core.templating import render, request_locale
 from yiyun.fhir.repository import FhirRepository
 from yiyun.hospital import api as hospital_api
 from yiyun.hospital import booking, catalogue
@@ -113,35 +111,8 @@ def helpers(english: bool) -> dict[str, Any]:
             "types": {k: (v[1] if english else v[0],) for k, v in CONSULTATION_TYPES.items()}}
 
 
-@lru_cache(maxsize=1)
-def _environment() -> Environment:
-    # `yiyun.web` sits above the domains in the layers, so these pages render with their own
-    # environment over the same folders (as `yiyun.web.templating.render` does).
-    return Environment(loader=ChoiceLoader([PackageLoader(f"yiyun.{p}", "templates") for p in ("hospital", "web")]),
-                       autoescape=select_autoescape(["html"]), extensions=["jinja2.ext.i18n"])
-
-
-def render(request: Request, template: str, **context) -> HTMLResponse:
-    """The request's locale (?lang=, cookie, browser; Chinese by default), `current_user` and
-    `csrf_token` in every template."""
-    locale = negotiate(request.query_params.get("lang"), request.cookies.get("lang"),
-                       request.headers.get("accept-language"))
-    env = _environment()
-    env.install_gettext_translations(translations(locale), newstyle=True)
-    user = getattr(request.state, "yiyun_signed_in", None)
-    context.setdefault("current_user", user)
-    context.setdefault("csrf_token", user.session.csrf_token if user else "")
-    html = env.get_template(template).render(request=request, locale=locale,
-                                             html_lang="zh-CN" if locale == "zh_CN" else "en", **context)
-    response = HTMLResponse(html)
-    if request.query_params.get("lang"):
-        response.set_cookie("lang", locale, max_age=365 * 24 * 3600, samesite="lax")
-    return response
-
-
 def _english(request: Request) -> bool:
-    return negotiate(request.query_params.get("lang"), request.cookies.get("lang"),
-                     request.headers.get("accept-language")) == "en"
+    return request_locale(request) == "en"
 
 
 def page(request: Request, template: str, status: int = 200, **ctx) -> HTMLResponse:

@@ -25,12 +25,11 @@ import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import date, datetime, timezone
 from typing import Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -38,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from yiyun.core import resident_id as gb11643
 from yiyun.core.db import get_engine, unit_of_work
 from yiyun.core.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable, YiyunError
+from yiyun.core.templating import render
 from yiyun.fhir.model import RequestContext, now_us
 from yiyun.fhir.repository import FhirRepository
 from yiyun.identity.auth import AuthContext, require_subject
@@ -550,32 +550,6 @@ async def post_reject(reg_id: str, body: DecisionIn, ctx: AuthContext = Depends(
 
 # ------------------------------------------------------------------ pages
 pages = APIRouter(include_in_schema=False)
-
-
-@lru_cache(maxsize=1)
-def _environment():
-    # The shared page shell (`web/base.html`) is loaded by package name; identity sits below
-    # `yiyun.web` in the layers, so it renders with its own environment over the same folders.
-    from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
-
-    return Environment(loader=ChoiceLoader([PackageLoader(f"yiyun.{p}", "templates") for p in ("identity", "web")]),
-                       autoescape=select_autoescape(["html"]), extensions=["jinja2.ext.i18n"])
-
-
-def render(request: Request, template: str, **context) -> HTMLResponse:
-    """As `yiyun.web.templating.render`: the request's locale, `current_user` and `csrf_token`."""
-    from yiyun.core.i18n import negotiate, translations
-
-    locale = negotiate(request.query_params.get("lang"), request.cookies.get("lang"),
-                       request.headers.get("accept-language"))
-    env = _environment()
-    env.install_gettext_translations(translations(locale), newstyle=True)
-    user = getattr(request.state, "yiyun_signed_in", None)
-    context.setdefault("current_user", user)
-    context.setdefault("csrf_token", user.session.csrf_token if user else "")
-    html = env.get_template(template).render(request=request, locale=locale,
-                                             html_lang="zh-CN" if locale == "zh_CN" else "en", **context)
-    return HTMLResponse(html)
 
 
 async def _form(request: Request) -> dict[str, str]:

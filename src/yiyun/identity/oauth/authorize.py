@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -30,6 +29,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from yiyun.core.db import get_engine, unit_of_work
 from yiyun.core.errors import Forbidden
 from yiyun.core.settings import get_settings
+from yiyun.core.templating import render as render_page
+from yiyun.core.templating import request_locale
 from yiyun.identity import audit
 from yiyun.identity.auth import AuthContext
 from yiyun.identity.oauth import grants
@@ -152,36 +153,15 @@ def _error_redirect(req: AuthRequest | None, uri: str, state: str | None, err: O
     return _redirect(uri, error=err.error, error_description=err.description, state=state)
 
 
-@lru_cache(maxsize=1)
-def _environment():
-    # identity sits below `yiyun.web` in the layers: the shared shell is loaded by package name
-    from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
-
-    return Environment(loader=ChoiceLoader([PackageLoader(f"yiyun.{p}", "templates") for p in ("identity", "web")]),
-                       autoescape=select_autoescape(["html"]), extensions=["jinja2.ext.i18n"])
-
-
 def _locale(request: Request) -> str:
-    from yiyun.core.i18n import negotiate
-
-    return negotiate(request.query_params.get("lang"), request.cookies.get("lang"),
-                     request.headers.get("accept-language"))
+    return request_locale(request)
 
 
 def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
-    from yiyun.core.i18n import translations
-
-    locale = _locale(request)
-    env = _environment()
-    env.install_gettext_translations(translations(locale), newstyle=True)
-    user = getattr(request.state, "yiyun_signed_in", None)
-    context.setdefault("current_user", user)
-    context.setdefault("csrf_token", user.session.csrf_token if user else "")
-    html = env.get_template(template).render(request=request, locale=locale,
-                                             html_lang="zh-CN" if locale == "zh_CN" else "en", **context)
     # the consent page must not be framed (clickjacking, RFC 6749 §10.13) nor cached
-    return HTMLResponse(html, status_code=status, headers={
-        "X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'", "Cache-Control": "no-store"})
+    return render_page(request, template, status_code=status, headers={
+        "X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'", "Cache-Control": "no-store"},
+        **context)
 
 
 def _error_page(request: Request, err: PageError) -> HTMLResponse:
