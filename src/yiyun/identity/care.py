@@ -1,8 +1,8 @@
 """Whose records a caller reaches: care relationships, guardianship, break-glass.
 
-Each function returns a SQL `Select` of Patient ids (one column, `patient`) in one tenant,
-built on the reference index (`fhir_idx_reference`, the rows `Encounter?participant=…`
-searches), so it costs index lookups only. The access policy runs them once per request
+Each function returns a `PatientSet`: SQL selecting Patient ids (one column, `patient`) in
+one tenant, built on the reference index (`fhir_idx_reference`, the rows
+`Encounter?participant=…` searches), so it costs index lookups only. The access policy runs them once per request
 (`load_patient_sets`, one round trip) and keeps the result on the request's context; when
 a search runs before anything was loaded, the same selects are embedded as subqueries.
 
@@ -29,13 +29,12 @@ minor children, 第二十八条: guardians of adults without full capacity) and 
 
 from __future__ import annotations
 
-from sqlalchemy import func, literal, or_, select, union, union_all
-from sqlalchemy.orm import aliased
+from dataclasses import dataclass
+from functools import lru_cache
+
+from sqlalchemy import String, text
 
 from yiyun.fhir.model import now_us
-from yiyun.fhir.search.tables import idx_reference, idx_token
-from yiyun.fhir.tables import resource as resource_t
-from yiyun.identity.sharing_tables import break_glass
 
 # (resource type, parameters naming the practitioner, parameters naming the patient)
 RELATIONSHIPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -68,108 +67,112 @@ def practitioner_id(fhir_user: str | None) -> str | None:
     return None
 
 
-def _status_excluded(tenant: str, res_type: str):
-    tok = aliased(idx_token, name="rel_status")
-    return select(tok.c.rid).where(
-        tok.c.tenant == tenant, tok.c.res_type == res_type, tok.c.param == "status",
-        tok.c.code.in_(NOT_A_RELATIONSHIP),
-    )
+# The queries are plain SQL over the index tables, written once: built as SQLAlchemy
+# constructs they cost more to assemble and compile on every request than to run. Only
+# constants of this module are spelled into the text; every value is a bound parameter.
+def _in(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
 
 
-def care_patients(tenant: str, practitioner: str, *, now: int | None = None):
-    """Patients of `tenant` that Practitioner/`practitioner` has a care relationship with,
-    or an active break-glass grant for."""
+@dataclass(frozen=True)
+class PatientSet:
+    """SQL selecting one column `patient`, with its parameters."""
+
+    sql: str
+    params: dict
+
+    def select(self):
+        return text(self.sql).bindparams(**self.params).columns(patient=String)
+
+
+@lru_cache(maxsize=1)
+def _care_sql() -> str:
     parts = []
     for res_type, who, whom in RELATIONSHIPS:
-        rel = aliased(idx_reference, name=f"rel_{res_type.lower()}")
-        pat = aliased(idx_reference, name=f"pat_{res_type.lower()}")
         parts.append(
-            select(pat.c.target_id.label("patient"))
-            .select_from(rel.join(pat, pat.c.rid == rel.c.rid))
-            .where(
-                rel.c.tenant == tenant, rel.c.res_type == res_type, rel.c.param.in_(who),
-                # url IS NULL is tested through coalesce so that SQLite looks the practitioner up by
-                # target_id (the lookup index) rather than scanning every local reference of the type
-                rel.c.target_id == practitioner, rel.c.target_type == "Practitioner", func.coalesce(rel.c.url, "") == "",
-                pat.c.param.in_(whom), pat.c.target_type == "Patient", pat.c.url.is_(None),
-                rel.c.rid.not_in(_status_excluded(tenant, res_type)),
-            )
+            "SELECT pat.target_id AS patient FROM fhir_idx_reference rel "
+            "JOIN fhir_idx_reference pat ON pat.rid = rel.rid "
+            f"WHERE rel.tenant = :tenant AND rel.res_type = '{res_type}' AND rel.param IN {_in(who)} "
+            "AND rel.target_id = :practitioner AND rel.target_type = 'Practitioner' "
+            # url through coalesce: SQLite then looks the practitioner up by target_id (the
+            # lookup index) rather than scanning every local reference of the type
+            "AND COALESCE(rel.url, '') = '' "
+            f"AND pat.param IN {_in(whom)} AND pat.target_type = 'Patient' AND pat.url IS NULL "
+            "AND rel.rid NOT IN (SELECT st.rid FROM fhir_idx_token st WHERE st.tenant = :tenant "
+            f"AND st.res_type = '{res_type}' AND st.param = 'status' AND st.code IN {_in(NOT_A_RELATIONSHIP)})"
         )
     parts.append(
-        select(break_glass.c.patient.label("patient")).where(
-            break_glass.c.tenant == tenant, break_glass.c.practitioner == practitioner,
-            break_glass.c.expires_ts > (now if now is not None else now_us()), break_glass.c.ended_ts.is_(None),
-        )
+        "SELECT bg.patient AS patient FROM sharing_break_glass bg WHERE bg.tenant = :tenant "
+        "AND bg.practitioner = :practitioner AND bg.expires_ts > :now AND bg.ended_ts IS NULL"
     )
-    return union(*parts)
+    return " UNION ".join(parts)
 
 
-def pharmacy_patients(tenant: str):
+def care_patients(tenant: str, practitioner: str, *, now: int | None = None) -> PatientSet:
+    """Patients of `tenant` that Practitioner/`practitioner` has a care relationship with,
+    or an active break-glass grant for."""
+    return PatientSet(_care_sql(), {"tenant": tenant, "practitioner": practitioner,
+                                    "now": now if now is not None else now_us()})
+
+
+_PHARMACY_SQL = (
+    "SELECT DISTINCT ref.target_id AS patient FROM fhir_idx_reference ref WHERE ref.tenant = :tenant "
+    "AND ref.res_type = 'MedicationRequest' AND ref.param = 'subject' AND ref.target_type = 'Patient' "
+    "AND ref.url IS NULL AND ref.rid IN (SELECT tok.rid FROM fhir_idx_token tok WHERE tok.tenant = :tenant "
+    f"AND tok.res_type = 'MedicationRequest' AND tok.param = 'status' AND tok.code IN {_in(PHARMACY_STATUSES)})"
+)
+
+
+def pharmacy_patients(tenant: str) -> PatientSet:
     """Patients of `tenant` with a prescription the pharmacy works on."""
-    ref = aliased(idx_reference, name="mr_subject")
-    tok = aliased(idx_token, name="mr_status")
-    current = select(tok.c.rid).where(
-        tok.c.tenant == tenant, tok.c.res_type == "MedicationRequest", tok.c.param == "status",
-        tok.c.code.in_(PHARMACY_STATUSES),
-    )
-    return select(ref.c.target_id.label("patient")).where(
-        ref.c.tenant == tenant, ref.c.res_type == "MedicationRequest", ref.c.param == "subject",
-        ref.c.target_type == "Patient", ref.c.url.is_(None), ref.c.rid.in_(current),
-    ).distinct()
+    return PatientSet(_PHARMACY_SQL, {"tenant": tenant})
 
 
-def wards(tenant: str, guardian: str):
+_WARDS_SQL = (
+    "SELECT ward.target_id AS patient FROM fhir_idx_reference ward "
+    "WHERE ward.param = 'patient' AND ward.target_type = 'Patient' AND ward.url IS NULL "
+    "AND ward.rid IN (SELECT rel.rid FROM fhir_idx_token rel WHERE rel.tenant = :tenant "
+    "AND rel.res_type = 'RelatedPerson' AND rel.param = 'relationship' "
+    f"AND rel.code IN {_in(GUARDIAN_CODES)} AND (rel.system IS NULL OR rel.system = '{V3_ROLE_CODE}') "
+    "AND rel.rid IN (SELECT rp.rid FROM fhir_resource rp WHERE rp.tenant = :tenant "
+    "AND rp.res_type = 'RelatedPerson' AND rp.deleted = false AND rp.res_id IN ("
+    "SELECT link.target_id FROM fhir_idx_reference link WHERE link.param = 'link' "
+    "AND link.target_type = 'RelatedPerson' AND link.url IS NULL AND link.rid IN ("
+    "SELECT me.rid FROM fhir_resource me WHERE me.tenant = :tenant AND me.res_type = 'Patient' "
+    "AND me.res_id = :patient AND me.deleted = false)))) "
+    "AND ward.rid NOT IN (SELECT ia.rid FROM fhir_idx_token ia WHERE ia.tenant = :tenant "
+    "AND ia.res_type = 'RelatedPerson' AND ia.param = 'active' AND ia.code = 'false')"
+)
+
+
+def wards(tenant: str, guardian: str) -> PatientSet:
     """Patients of `tenant` whose guardian is Patient/`guardian` (see the module docstring)."""
-    me = select(resource_t.c.rid).where(
-        resource_t.c.tenant == tenant, resource_t.c.res_type == "Patient", resource_t.c.res_id == guardian,
-        resource_t.c.deleted.is_(False),
-    )
-    link = aliased(idx_reference, name="g_link")
-    linked = select(link.c.target_id).where(
-        link.c.rid.in_(me), link.c.param == "link", link.c.target_type == "RelatedPerson", link.c.url.is_(None),
-    )
-    rp = aliased(resource_t, name="g_rp")
-    persons = select(rp.c.rid).where(
-        rp.c.tenant == tenant, rp.c.res_type == "RelatedPerson", rp.c.res_id.in_(linked), rp.c.deleted.is_(False),
-    )
-    rel = aliased(idx_token, name="g_rel")
-    guardians = select(rel.c.rid).where(
-        rel.c.tenant == tenant, rel.c.res_type == "RelatedPerson", rel.c.param == "relationship",
-        rel.c.code.in_(GUARDIAN_CODES), or_(rel.c.system.is_(None), rel.c.system == V3_ROLE_CODE),
-        rel.c.rid.in_(persons),
-    )
-    inactive = aliased(idx_token, name="g_inactive")
-    ended = select(inactive.c.rid).where(
-        inactive.c.tenant == tenant, inactive.c.res_type == "RelatedPerson", inactive.c.param == "active",
-        inactive.c.code == "false",
-    )
-    ward = aliased(idx_reference, name="g_ward")
-    return select(ward.c.target_id.label("patient")).where(
-        ward.c.rid.in_(guardians), ward.c.rid.not_in(ended), ward.c.param == "patient",
-        ward.c.target_type == "Patient", ward.c.url.is_(None),
-    )
+    return PatientSet(_WARDS_SQL, {"tenant": tenant, "patient": guardian})
 
 
-def own_and_wards(tenant: str, patient: str):
-    return union(select(literal(patient).label("patient")), wards(tenant, patient))
+def own_and_wards(tenant: str, patient: str) -> PatientSet:
+    return PatientSet("SELECT CAST(:patient AS VARCHAR(64)) AS patient UNION " + _WARDS_SQL,
+                      {"tenant": tenant, "patient": patient})
 
 
-async def load_patient_sets(conn, selects: dict[str, object]) -> dict[str, frozenset[str]]:
-    """Run several patient selects in one round trip: {name: select} → {name: ids}."""
-    if not selects:
+async def load_patient_sets(conn, sets: dict[str, PatientSet]) -> dict[str, frozenset[str]]:
+    """Run several patient sets in one round trip: {name: set} → {name: ids}. The sets'
+    parameters share names (tenant, patient, practitioner, now) and must agree."""
+    if not sets:
         return {}
-    labelled = [
-        select(literal(name).label("kind"), s.subquery().c.patient) for name, s in selects.items()
-    ]
-    stmt = labelled[0] if len(labelled) == 1 else union_all(*labelled)
-    out: dict[str, set[str]] = {name: set() for name in selects}
-    for kind, patient in (await conn.execute(stmt)).all():
+    params: dict = {}
+    parts = []
+    for i, (name, ps) in enumerate(sets.items()):
+        params.update(ps.params)
+        parts.append(f"SELECT '{name}' AS kind, s{i}.patient AS patient FROM ({ps.sql}) s{i}")
+    out: dict[str, set[str]] = {name: set() for name in sets}
+    for kind, patient in (await conn.execute(text(" UNION ALL ".join(parts)), params)).all():
         if patient:
             out[kind].add(patient)
     return {k: frozenset(v) for k, v in out.items()}
 
 
 __all__ = [
-    "GUARDIAN_CODES", "RELATIONSHIPS", "care_patients", "load_patient_sets", "own_and_wards", "pharmacy_patients",
-    "practitioner_id", "wards",
+    "GUARDIAN_CODES", "RELATIONSHIPS", "PatientSet", "care_patients", "load_patient_sets", "own_and_wards",
+    "pharmacy_patients", "practitioner_id", "wards",
 ]

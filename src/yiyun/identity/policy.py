@@ -291,9 +291,12 @@ def patients_expr(ctx: AuthContext, reach: Reach):
     parts = [selects[n]() for n in sorted(reach.sets) if n in selects]
     if not parts:
         return []
-    from sqlalchemy import union
-
-    return parts[0] if len(parts) == 1 else union(*parts)
+    if len(parts) == 1:
+        return parts[0].select()
+    params: dict = {}
+    for p in parts:
+        params.update(p.params)
+    return care.PatientSet(" UNION ".join(p.sql for p in parts), params).select()
 
 
 # ------------------------------------------------------------- compartment
