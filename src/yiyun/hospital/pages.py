@@ -534,7 +534,7 @@ async def patient_me(request: Request, ctx: AuthContext = Depends(patient_user))
         async with unit_of_work(get_engine(), write=False) as conn:
             repo = FhirRepository(conn, ctx)
             me = (await repo.read("Patient", ctx.patient)).resource
-            ids = sorted({r.patient for r in await conn.execute(wards(ctx.tenant, ctx.patient))})
+            ids = sorted({r.patient for r in await conn.execute(wards(ctx.tenant, ctx.patient).select())})
             found = await repo.current_many([("Patient", i) for i in ids]) if ids else {}
             family = [{"id": i, "name": consult_service.display_name(s.resource), "gender": s.resource.get("gender"),
                        "birth": s.resource.get("birthDate")} for (_, i), s in found.items() if not s.deleted]
