@@ -6,7 +6,7 @@ refuses a patient):
 - distinct:  200 patients book 200 different slots at once through the JSON API;
 - contended: 200 patients race for 20 slots (10 per slot) through the JSON API;
 - fhir:      200 `POST Appointment/$book` by a hospital system on 200 different slots;
-- paced:     200 patients arriving at 10 bookings/s (JSON API), the latency at a steady rate;
+- paced:     200 patients arriving at a steady rate (--paced-rate, default 25/s; JSON API);
 - doctor list: the patient's doctor list (`GET /api/hospital/directory/hospitals/{slug}/doctors`)
   sequentially and 20 at a time.
 
@@ -237,7 +237,7 @@ async def run_phases(base: str, plan: dict, patients: int) -> dict:
 
 # Patients arriving at a steady rate rather than all in the same instant: the latency a
 # patient sees when the hospital's bookings run at that rate.
-PACED_RATE = 10.0
+PACED_RATE = 25.0  # --paced-rate
 
 
 async def paced_bookings(client, slots: list[str], heads: list[dict], rate: float) -> dict:
@@ -271,7 +271,10 @@ def main() -> None:
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--patients", type=int, default=200)
     ap.add_argument("--port", type=int, default=8771)
+    ap.add_argument("--paced-rate", type=float, default=PACED_RATE,
+                    help="arrivals per second of the paced phase (200 patients spread over time)")
     args = ap.parse_args()
+    globals()["PACED_RATE"] = args.paced_rate
     results = {"benchmark": "booking", "machine": machine_info(), "patients": args.patients,
                "target": {"booking_p95_ms": 200}, "backends": {}}
     for backend in args.backends.split(","):
