@@ -101,18 +101,30 @@ def _care_sql() -> str:
             "AND rel.rid NOT IN (SELECT st.rid FROM fhir_idx_token st WHERE st.tenant = :tenant "
             f"AND st.res_type = '{res_type}' AND st.param = 'status' AND st.code IN {_in(NOT_A_RELATIONSHIP)})"
         )
-    parts.append(
-        "SELECT bg.patient AS patient FROM sharing_break_glass bg WHERE bg.tenant = :tenant "
-        "AND bg.practitioner = :practitioner AND bg.expires_ts > :now AND bg.ended_ts IS NULL"
-    )
     return " UNION ".join(parts)
 
 
-def care_patients(tenant: str, practitioner: str, *, now: int | None = None) -> PatientSet:
-    """Patients of `tenant` that Practitioner/`practitioner` has a care relationship with,
-    or an active break-glass grant for."""
-    return PatientSet(_care_sql(), {"tenant": tenant, "practitioner": practitioner,
+_GRANTS_SQL = (
+    "SELECT bg.patient AS patient FROM sharing_break_glass bg WHERE bg.tenant = :tenant "
+    "AND bg.practitioner = :practitioner AND bg.expires_ts > :now AND bg.ended_ts IS NULL"
+)
+
+
+def related_patients(tenant: str, practitioner: str) -> PatientSet:
+    """Patients of `tenant` that Practitioner/`practitioner` has a care relationship with."""
+    return PatientSet(_care_sql(), {"tenant": tenant, "practitioner": practitioner})
+
+
+def break_glass_patients(tenant: str, practitioner: str, *, now: int | None = None) -> PatientSet:
+    """Patients of `tenant` with an active break-glass grant for Practitioner/`practitioner`."""
+    return PatientSet(_GRANTS_SQL, {"tenant": tenant, "practitioner": practitioner,
                                     "now": now if now is not None else now_us()})
+
+
+def care_patients(tenant: str, practitioner: str, *, now: int | None = None) -> PatientSet:
+    """Both: the practitioner's care set."""
+    grants = break_glass_patients(tenant, practitioner, now=now)
+    return PatientSet(_care_sql() + " UNION " + grants.sql, grants.params)
 
 
 _PHARMACY_SQL = (
@@ -173,6 +185,6 @@ async def load_patient_sets(conn, sets: dict[str, PatientSet]) -> dict[str, froz
 
 
 __all__ = [
-    "GUARDIAN_CODES", "RELATIONSHIPS", "PatientSet", "care_patients", "load_patient_sets", "own_and_wards",
-    "pharmacy_patients", "practitioner_id", "wards",
+    "GUARDIAN_CODES", "RELATIONSHIPS", "PatientSet", "break_glass_patients", "care_patients", "load_patient_sets",
+    "own_and_wards", "pharmacy_patients", "practitioner_id", "related_patients", "wards",
 ]

@@ -32,9 +32,10 @@ Scopes are SMART App Launch v2
 A token of several roles gets the union. The relationship is per Practitioner (the
 token's `fhirUser`); relationships, guardianship and grants are resolved once per
 request (one query, `care.load_patient_sets`) and cached on the request's context, never
-longer, so a revoked grant or ended relationship counts from the next request. Only a
-patient's guardianship set is kept longer (`GuardianshipCache`: 30 s, dropped on every
-Patient or RelatedPerson write), so that a patient's reads cost no extra query.
+longer, so a withdrawn consent or ended break-glass grant counts from the next request.
+A patient's guardianship set and a practitioner's care relationships are kept longer
+(`GuardianshipCache`: 30 s per process, dropped on every write of a type that can change
+them), so that reads cost no extra query beyond the break-glass lookup.
 
 A resource outside what the caller may see answers 404, exactly as a missing one
 (https://hl7.org/fhir/R4/security.html#AccessDenied: "not found" rather than "forbidden"
@@ -88,6 +89,7 @@ TENANT, COMPARTMENT = "tenant", "compartment"
 SYSTEM, USER = "system", "user"
 # Patient sets a reach can name (see `Reach`).
 OWN, CARE, PHARMACY = "own", "care", "pharmacy"
+RELATED, GRANTED = "related", "granted"  # the two halves of CARE, loaded apart
 # A longer set is embedded as its subquery rather than as bound values.
 MAX_BOUND_PATIENTS = 500
 
@@ -494,17 +496,33 @@ class AuthorizationPolicy:
         if cached is not None:
             scope.sets[OWN] = cached
             del selects[OWN]
-        if selects:
-            built = {name: build() for name, build in selects.items()}
+        built = {name: build() for name, build in selects.items() if name != CARE}
+        practitioner = care.practitioner_id(ctx.fhir_user)
+        related = None
+        if CARE in selects:
+            # relationships may come from the cache; break-glass grants are always asked
+            related = _care_cache.get(ctx.tenant, practitioner)
+            if related is None:
+                built[RELATED] = care.related_patients(ctx.tenant, practitioner)
+            built[GRANTED] = care.break_glass_patients(ctx.tenant, practitioner)
+        if built:
             if conn is None:
                 from yiyun.core.db import get_engine, unit_of_work
 
                 async with unit_of_work(get_engine(), write=False) as own:
-                    scope.sets.update(await care.load_patient_sets(own, built))
+                    found = await care.load_patient_sets(own, built)
             else:
-                scope.sets.update(await care.load_patient_sets(conn, built))
-            if OWN in selects:
-                _guardianship_cache.put(ctx.tenant, ctx.patient, scope.sets[OWN])
+                found = await care.load_patient_sets(conn, built)
+            if OWN in found:
+                scope.sets[OWN] = found[OWN]
+                _guardianship_cache.put(ctx.tenant, ctx.patient, found[OWN])
+            if PHARMACY in found:
+                scope.sets[PHARMACY] = found[PHARMACY]
+            if RELATED in found:
+                related = found[RELATED]
+                _care_cache.put(ctx.tenant, practitioner, related)
+            if CARE in selects:
+                scope.sets[CARE] = (related or frozenset()) | found.get(GRANTED, frozenset())
         scope.loaded = True
         return scope
 
@@ -615,6 +633,9 @@ class GuardianshipCache:
 
 
 _guardianship_cache = GuardianshipCache()
+# A practitioner's care relationships (not their break-glass grants, which are read on every
+# request), kept the same way and dropped on every write of a relationship type.
+_care_cache = GuardianshipCache()
 
 
 async def _guardianship_written(repo, plans) -> None:
@@ -623,11 +644,19 @@ async def _guardianship_written(repo, plans) -> None:
     repo.after_commit.append(lambda: _guardianship_cache.invalidate(tenant))
 
 
+async def _relationship_written(repo, plans) -> None:
+    tenant = repo.ctx.tenant
+    _care_cache.invalidate(tenant)
+    repo.after_commit.append(lambda: _care_cache.invalidate(tenant))
+
+
 def _register_hooks() -> None:
     from yiyun.fhir.hooks import register_write_hook
 
     for res_type in ("Patient", "RelatedPerson"):
         register_write_hook(res_type, _guardianship_written)
+    for res_type, _who, _whom in care.RELATIONSHIPS:
+        register_write_hook(res_type, _relationship_written)
 
 
 _register_hooks()
