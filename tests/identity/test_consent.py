@@ -84,6 +84,9 @@ async def test_regional_records_need_the_patients_consent_and_revocation_acts_at
     r = region
     before = await regional(c, r)
     assert before.status_code == 200 and before.json()["sources"] == []  # nothing, not even that B exists
+    async with unit_of_work(engine, write=False) as conn:
+        refused = await query(conn, tenant=r["b"], actor="staff:li", outcome="denied", limit=5)
+    assert [(e.resource_id, e.detail_value["reason"]) for e in refused] == [(r["pb"], "no regional-sharing consent")]
     me = patient_token(r["a"], r["pa"])
     assert (await c.get("/api/consent", headers=me)).json()["consents"]["regional-sharing"]["active"] is False
     granted = await c.post("/api/consent", json={"kind": "regional-sharing"}, headers=me)

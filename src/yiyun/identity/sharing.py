@@ -72,8 +72,18 @@ async def regional_records(ctx: AuthContext, patient_id: str, types: list[str]) 
         async with unit_of_work(engine, write=False) as conn:
             repo = FhirRepository(conn, RequestContext(tenant=rec.tenant, subject=ctx.subject))
             permit = await consents.active_consents(repo, rec.patient_id, consents.REGIONAL)
-            if not permit:
-                continue  # without consent the other tenant's records stay invisible, and so does their existence
+        if not permit:
+            # without consent the other tenant's records stay invisible, and so does their
+            # existence; the refusal is written to that tenant's own audit chain
+            await append_committed(engine, [AuditEntry(
+                tenant=rec.tenant, actor=ctx.subject, role=",".join(ctx.roles) or None, action="search",
+                resource_type="Patient", resource_id=rec.patient_id, patient=f"Patient/{rec.patient_id}",
+                purpose="TREAT", client_address=ctx.client_address, outcome="denied",
+                detail={"via": "regional-sharing", "requester_tenant": ctx.tenant, "reason": "no regional-sharing consent"},
+            )])
+            continue
+        async with unit_of_work(engine, write=False) as conn:
+            repo = FhirRepository(conn, RequestContext(tenant=rec.tenant, subject=ctx.subject))
             records: dict[str, list[dict]] = {}
             for t in types:
                 found = await repo.search(t, [("patient", f"Patient/{rec.patient_id}"), ("_count", str(MAX_PER_TYPE))])
