@@ -23,7 +23,7 @@ from yiyun.core.errors import BadRequest, Forbidden, NotFound
 from yiyun.fhir.model import RequestContext, now_us
 from yiyun.fhir.repository import FhirRepository
 from yiyun.identity.audit import AuditEntry, append
-from yiyun.identity.care import practitioner_id
+from yiyun.identity.care import no_grants, practitioner_id
 from yiyun.identity.sharing_tables import break_glass
 
 LIFETIME_HOURS = 4
@@ -83,6 +83,7 @@ async def declare(conn: AsyncConnection, ctx: RequestContext, patient: str, reas
     g = Grant(str(uuid.uuid4()), ctx.tenant, practitioner, ctx.subject, patient, text, now,
               now + LIFETIME_HOURS * 3600 * 1_000_000)
     await conn.execute(break_glass.insert().values(**{k: v for k, v in asdict(g).items()}))
+    no_grants.grants_changed(ctx.tenant)
     await append(conn, [AuditEntry(
         tenant=ctx.tenant, actor=ctx.subject, role=",".join(ctx.roles) or None, action="break-glass",
         resource_type="Patient", resource_id=patient, patient=f"Patient/{patient}", purpose="ETREAT",
@@ -91,6 +92,12 @@ async def declare(conn: AsyncConnection, ctx: RequestContext, patient: str, reas
                 "expires_ts": g.expires_ts},
     )])
     return g
+
+
+def committed(tenant: str) -> None:
+    """Call once a grant's unit of work has committed: a request that looked for grants while
+    it was being written may have remembered their absence (`care.NoGrantsCache`)."""
+    no_grants.grants_changed(tenant)
 
 
 async def active_grants(conn: AsyncConnection, tenant: str, *, include_ended: bool = False) -> list[Grant]:

@@ -121,6 +121,43 @@ def break_glass_patients(tenant: str, practitioner: str, *, now: int | None = No
                                     "now": now if now is not None else now_us()})
 
 
+class NoGrantsCache:
+    """Practitioners known to hold no active break-glass grant, per tenant, for `ttl` seconds.
+
+    Only the absence of grants is kept, never a grant: a grant ended early stops counting at
+    the next request everywhere. A new grant drops the tenant's entries in this process at
+    once (`grants_changed`); another process may keep refusing for up to `ttl` seconds,
+    which errs on the side of refusing. It spares a clinician's every request one query in
+    the usual case of no emergency access."""
+
+    def __init__(self, ttl: float = 5.0, max_entries: int = 50_000) -> None:
+        self.ttl, self.max_entries = ttl, max_entries
+        self._until: dict[str, dict[str, float]] = {}
+        self._size = 0
+
+    def known_none(self, tenant: str, practitioner: str) -> bool:
+        import time
+
+        until = self._until.get(tenant, {}).get(practitioner)
+        return until is not None and until > time.monotonic()
+
+    def remember_none(self, tenant: str, practitioner: str) -> None:
+        import time
+
+        if self._size >= self.max_entries:
+            self._until.clear()
+            self._size = 0
+        entries = self._until.setdefault(tenant, {})
+        self._size += practitioner not in entries
+        entries[practitioner] = time.monotonic() + self.ttl
+
+    def grants_changed(self, tenant: str) -> None:
+        self._size -= len(self._until.pop(tenant, {}))
+
+
+no_grants = NoGrantsCache()
+
+
 def care_patients(tenant: str, practitioner: str, *, now: int | None = None) -> PatientSet:
     """Both: the practitioner's care set."""
     grants = break_glass_patients(tenant, practitioner, now=now)
@@ -185,6 +222,6 @@ async def load_patient_sets(conn, sets: dict[str, PatientSet]) -> dict[str, froz
 
 
 __all__ = [
-    "GUARDIAN_CODES", "RELATIONSHIPS", "PatientSet", "break_glass_patients", "care_patients", "load_patient_sets",
+    "GUARDIAN_CODES", "RELATIONSHIPS", "NoGrantsCache", "PatientSet", "break_glass_patients", "no_grants", "care_patients", "load_patient_sets",
     "own_and_wards", "pharmacy_patients", "practitioner_id", "related_patients", "wards",
 ]

@@ -497,14 +497,17 @@ class AuthorizationPolicy:
             scope.sets[OWN] = cached
             del selects[OWN]
         built = {name: build() for name, build in selects.items() if name != CARE}
+        found: dict[str, frozenset[str]] = {}
         practitioner = care.practitioner_id(ctx.fhir_user)
         related = None
         if CARE in selects:
-            # relationships may come from the cache; break-glass grants are always asked
+            # relationships may come from the cache; break-glass grants are asked unless this
+            # practitioner was just found to hold none (care.NoGrantsCache)
             related = _care_cache.get(ctx.tenant, practitioner)
             if related is None:
                 built[RELATED] = care.related_patients(ctx.tenant, practitioner)
-            built[GRANTED] = care.break_glass_patients(ctx.tenant, practitioner)
+            if not care.no_grants.known_none(ctx.tenant, practitioner):
+                built[GRANTED] = care.break_glass_patients(ctx.tenant, practitioner)
         if built:
             if conn is None:
                 from yiyun.core.db import get_engine, unit_of_work
@@ -521,8 +524,10 @@ class AuthorizationPolicy:
             if RELATED in found:
                 related = found[RELATED]
                 _care_cache.put(ctx.tenant, practitioner, related)
-            if CARE in selects:
-                scope.sets[CARE] = (related or frozenset()) | found.get(GRANTED, frozenset())
+            if GRANTED in built and not found.get(GRANTED):
+                care.no_grants.remember_none(ctx.tenant, practitioner)
+        if CARE in selects:
+            scope.sets[CARE] = (related or frozenset()) | found.get(GRANTED, frozenset())
         scope.loaded = True
         return scope
 

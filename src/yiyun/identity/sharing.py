@@ -152,6 +152,7 @@ async def delete_consent(consent_id: str, ctx: AuthContext = Depends(require_sub
 async def post_break_glass(body: dict[str, Any] = Body(...), ctx: AuthContext = Depends(require_subject)) -> dict:
     async with unit_of_work(get_engine(), write=True) as conn:
         grant = await breakglass.declare(conn, ctx, str(body.get("patient") or ""), body.get("reason"))
+    breakglass.committed(ctx.tenant)
     return grant.as_dict()
 
 
@@ -257,6 +258,7 @@ async def break_glass_form(request: Request):
     try:
         async with unit_of_work(get_engine(), write=True) as conn:
             grant = await breakglass.declare(conn, ctx, patient, form.get("reason"))
+        breakglass.committed(ctx.tenant)
         error = None
     except YiyunError as err:
         grant, error = None, err.message
