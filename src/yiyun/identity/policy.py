@@ -607,7 +607,7 @@ class GuardianshipCache:
     Guardianship changes only by writing a Patient (its `link`) or a RelatedPerson: a write
     hook on both types drops the tenant's entries before and after the write commits, so a
     change counts from the next request in this process; another process's copy ages out
-    within `ttl` seconds. Care relationships and break-glass grants are never cached.
+    within `ttl` seconds. Break-glass grants are never cached (only their absence, briefly).
     """
 
     def __init__(self, ttl: float = 30.0, max_entries: int = 50_000) -> None:
@@ -638,8 +638,8 @@ class GuardianshipCache:
 
 
 _guardianship_cache = GuardianshipCache()
-# A practitioner's care relationships (not their break-glass grants, which are read on every
-# request), kept the same way and dropped on every write of a relationship type.
+# A practitioner's care relationships (not their break-glass grants: see care.NoGrantsCache),
+# kept the same way and dropped on every write of a relationship type.
 _care_cache = GuardianshipCache()
 
 
