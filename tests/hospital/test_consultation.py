@@ -145,7 +145,7 @@ async def test_another_patient_gets_404_everywhere_and_learns_nothing(client, cl
     ):
         r = await client.request(method, f"/api/consultations/{cid}{path}", headers=wang, **kwargs)
         assert r.status_code == 404, (method, path, r.status_code, r.text)
-        assert "12" not in r.text
+        assert "血糖" not in r.text  # the message itself never leaks (ids may contain any digits)
     missing = await client.get("/api/consultations/no-such-id", headers=wang)
     assert missing.status_code == 404 and missing.json()["detail"].replace("no-such-id", cid) == \
         (await client.get(f"/api/consultations/{cid}", headers=wang)).json()["detail"]

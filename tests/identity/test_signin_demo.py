@@ -15,6 +15,23 @@ from yiyun.identity.tables import account
 pytestmark = pytest.mark.asyncio
 
 
+@pytest.fixture
+async def fresh_engine(db_url, tmp_path):
+    """A database of its own: demo usernames and tenant slugs are fixed, and another test of
+    the session may already have loaded the demo into the shared one."""
+    from tests.conftest import _drop_pg_database, _make_pg_database
+    from yiyun.core import migrations
+    from yiyun.core.db import create_engine_for
+
+    url = f"sqlite:///{tmp_path / 'demo-accounts.db'}" if db_url.startswith("sqlite") else _make_pg_database()
+    migrations.upgrade("head", database_url=url)
+    engine = create_engine_for(url)
+    yield engine
+    await engine.dispose()
+    if not url.startswith("sqlite"):
+        _drop_pg_database(url)
+
+
 @pytest.fixture(scope="module")
 def demo_data():
     from yiyun.demo import generate_demo
@@ -22,7 +39,8 @@ def demo_data():
     return generate_demo(7, patients=400)
 
 
-async def test_demo_accounts(engine, demo_data):
+async def test_demo_accounts(fresh_engine, demo_data):
+    engine = fresh_engine
     from sqlalchemy import select
 
     from yiyun.core.errors import Conflict
