@@ -8,6 +8,7 @@ catalogue is compiled in memory at first use, so no build step is needed.
 from __future__ import annotations
 
 import io
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -74,3 +75,16 @@ def negotiate(query_lang: str | None, cookie_lang: str | None, accept_language: 
 
 def gettext(locale: str, message: str) -> str:
     return translations(locale).gettext(message)
+
+
+# Service messages are written "中文说明 (English)" so that one text serves an API caller in
+# either language; a page shows only the part in its own language.
+_BILINGUAL = re.compile(r"^(?P<zh>.*[\u3400-\u9fff].*?)\s*[(（](?P<en>[\x20-\x7e]+)[)）]\s*$", re.S)
+
+
+def in_locale(message: str, locale: str) -> str:
+    """The part of a bilingual "中文 (English)" message for `locale`; other text unchanged."""
+    m = _BILINGUAL.match(message) if isinstance(message, str) else None
+    if m is None:
+        return message
+    return m.group("en").strip() if locale == "en" else m.group("zh").strip()

@@ -15,7 +15,11 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
 
-from yiyun.core.i18n import negotiate, translations
+from yiyun.core.i18n import in_locale, negotiate, translations
+
+
+# Context entries that carry a service's bilingual message to the page (see core.i18n.in_locale).
+MESSAGE_KEYS = frozenset({"error", "notice", "message", "refusal"})
 
 
 def template_packages() -> tuple[str, ...]:
@@ -49,6 +53,8 @@ def render(request: Request, template: str, *, status_code: int = 200, headers: 
     locale = request_locale(request)
     env = environment()
     env.install_gettext_translations(translations(locale), newstyle=True)
+    for key in MESSAGE_KEYS.intersection(context):
+        context[key] = in_locale(context[key], locale)
     user = getattr(request.state, "yiyun_signed_in", None)
     context.setdefault("current_user", user)
     context.setdefault("csrf_token", user.session.csrf_token if user else "")
