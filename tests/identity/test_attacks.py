@@ -28,15 +28,6 @@ from yiyun.identity.tokens import issue_access_token
 FHIR = "/fhir/R4"
 
 
-@pytest_asyncio.fixture
-async def app(engine):
-    from yiyun.app import create_app
-
-    app = create_app()
-    yield app
-    await app.state.policy.recorder.close()
-
-
 @pytest.fixture
 def address() -> str:
     """A client address of this test alone, so its refusals are told apart from others'."""

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 
-import httpx
-import pytest_asyncio
 from sqlalchemy import text
 
 from tests.conftest import auth_headers
@@ -17,21 +15,6 @@ from yiyun.identity.security_events import scan
 
 FHIR = "/fhir/R4"
 SCRIPT = "<script>alert('x')</script>"
-
-
-@pytest_asyncio.fixture
-async def app(engine):
-    from yiyun.app import create_app
-
-    app = create_app()
-    yield app
-    await app.state.policy.recorder.close()
-
-
-@pytest_asyncio.fixture
-async def c(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
-        yield client
 
 
 async def person(engine, tenant, username, name, roles, fhir_ref=None):

@@ -15,15 +15,6 @@ FHIR = "/fhir/R4"
 
 
 @pytest_asyncio.fixture
-async def app(engine):
-    from yiyun.app import create_app
-
-    app = create_app()
-    yield app
-    await app.state.policy.recorder.close()
-
-
-@pytest_asyncio.fixture
 async def anon(app):
     """A client that sends no token unless a test gives one."""
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:

@@ -6,39 +6,17 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
-import pytest_asyncio
 from sqlalchemy import update
 
 from tests.conftest import auth_headers
+from tests.identity.conftest import make
 
 FHIR = "/fhir/R4"
 REASON = "患者昏迷送入急诊，需查看既往病史和过敏史"
 
 
-@pytest_asyncio.fixture
-async def app(engine):
-    from yiyun.app import create_app
-
-    app = create_app()
-    yield app
-    await app.state.policy.recorder.close()
-
-
-@pytest_asyncio.fixture
-async def c(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
-        yield client
-
-
 def staff(tenant, role="doctor", who="er1"):
     return auth_headers(tenant, "user/*.cruds", roles=(role,), subject=f"staff:{who}", fhir_user=f"Practitioner/{who}")
-
-
-async def make(c, tenant, body) -> dict:
-    r = await c.post(f"{FHIR}/{body['resourceType']}", json=body, headers=auth_headers(tenant))
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 async def setup(c, tenant):

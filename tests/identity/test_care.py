@@ -4,39 +4,17 @@ audited as refused. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
-import pytest_asyncio
 
 from tests.conftest import auth_headers
+from tests.identity.conftest import make
 
 FHIR = "/fhir/R4"
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 
-@pytest_asyncio.fixture
-async def app(engine):
-    from yiyun.app import create_app
-
-    app = create_app()
-    yield app
-    await app.state.policy.recorder.close()
-
-
-@pytest_asyncio.fixture
-async def c(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
-        yield client
-
-
 def doctor(tenant, who="dr1", role="doctor"):
     return auth_headers(tenant, "user/*.cruds", roles=(role,), subject=f"staff:{who}", fhir_user=f"Practitioner/{who}")
-
-
-async def make(c, tenant, body) -> dict:
-    r = await c.post(f"{FHIR}/{body['resourceType']}", json=body, headers=auth_headers(tenant))
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def patient(family="张"):

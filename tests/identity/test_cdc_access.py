@@ -5,35 +5,14 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
 import pytest_asyncio
 
 from tests.conftest import auth_headers
+from tests.identity.conftest import make
 
 FHIR = "/fhir/R4"
 ICD = "http://www.nhc.gov.cn/icd10/clinical-v2"
 REASON = "聚集性疫情流行病学调查，需要联系患者"
-
-
-@pytest_asyncio.fixture
-async def app(engine):
-    from yiyun.app import create_app
-
-    app = create_app()
-    yield app
-    await app.state.policy.recorder.close()
-
-
-@pytest_asyncio.fixture
-async def c(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
-        yield client
-
-
-async def make(c, tenant, body) -> dict:
-    r = await c.post(f"{FHIR}/{body['resourceType']}", json=body, headers=auth_headers(tenant))
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def condition(pid, code, name, recorded="2026-11-20T09:00:00+08:00"):

@@ -6,29 +6,14 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
 import pytest_asyncio
 
 from tests.conftest import auth_headers
+from tests.identity.conftest import make
 
 FHIR = "/fhir/R4"
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 RID = "urn:oid:2.16.156.10011.1.3"
-
-
-@pytest_asyncio.fixture
-async def app(engine):
-    from yiyun.app import create_app
-
-    app = create_app()
-    yield app
-    await app.state.policy.recorder.close()
-
-
-@pytest_asyncio.fixture
-async def c(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
-        yield client
 
 
 @pytest_asyncio.fixture
@@ -55,12 +40,6 @@ async def region(engine, c):
                                "code": {"coding": [{"system": "http://www.nhc.gov.cn/icd10/clinical-v2",
                                                     "code": "E11.900", "display": "2型糖尿病"}]}})
     return {"a": a, "b": b, "pa": pa["id"], "pb": pb["id"], "cond_b": cond_b["id"]}
-
-
-async def make(c, tenant, body) -> dict:
-    r = await c.post(f"{FHIR}/{body['resourceType']}", json=body, headers=auth_headers(tenant))
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def patient_token(tenant, pid):

@@ -21,15 +21,6 @@ TOKEN_AUD = "http://127.0.0.1:8000/oauth2/token"  # the configured base URL's to
 
 
 @pytest_asyncio.fixture
-async def app(engine):
-    from yiyun.app import create_app
-
-    app = create_app()
-    yield app
-    await app.state.policy.recorder.close()
-
-
-@pytest_asyncio.fixture
 async def anon(app):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
         yield c

@@ -21,15 +21,6 @@ PATIENT_SCOPE = "launch/patient openid fhirUser offline_access patient/*.rs"
 
 
 @pytest_asyncio.fixture
-async def app(engine):
-    from yiyun.app import create_app
-
-    app = create_app()
-    yield app
-    await app.state.policy.recorder.close()
-
-
-@pytest_asyncio.fixture
 async def web(app):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
         yield c
