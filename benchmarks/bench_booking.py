@@ -7,6 +7,13 @@ refuses a patient):
 - contended: 200 patients race for 20 slots (10 per slot) through the JSON API;
 - fhir:      200 `POST Appointment/$book` by a hospital system on 200 different slots;
 - paced:     200 patients arriving at a steady rate (--paced-rate, default 25/s; JSON API);
+- patients:  200 concurrent patients, each a session as a load-testing tool models a user
+             (Locust's `wait_time = between(1, 3)`): started 20 a second, each opens the
+             doctor list, thinks 1–3 s, opens a doctor's slots for the day, thinks, books one of
+             the first free slots (another patient may take it first: then they reload and
+             choose again, at most 3 times), thinks, and opens their bookings. This is the
+             headline figure for "200 concurrent patients"; the bursts above are stress tests
+             (200 bookings sent in the same instant queue behind one another);
 - doctor list: the patient's doctor list (`GET /api/hospital/directory/hospitals/{slug}/doctors`)
   sequentially and 20 at a time.
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -132,14 +140,14 @@ async def seed(db_url: str, patients: int) -> dict:
             sched = await schedules.create_schedule(repo, f"role-{i}", "clinic", fee_fen=2000)
             await schedules.add_template(conn, HOSPITAL, sched.res_id, weekdays=[1, 2, 3, 4, 5, 6, 7], start="08:00",
                                          end="18:00", slot_minutes=5)
-        report = await schedules.generate_slots(repo, start_day=first, days=4)
+        report = await schedules.generate_slots(repo, start_day=first, days=5)
         by_day: dict[str, list[str]] = {}
         for s in await search_all(repo, "Slot", [("_sort", "start")]):
             by_day.setdefault(s.resource["start"][:10], []).append(s.res_id)
     await refresh_statistics(engine)  # as autovacuum would: plan searches on the loaded sizes
     await engine.dispose()
     days = sorted(by_day)
-    return {"slots": report.created, "days": [by_day[d] for d in days]}
+    return {"slots": report.created, "days": [by_day[d] for d in days], "day_names": days}
 
 
 async def timed_post(client, url, json, headers) -> tuple[int, float]:
@@ -231,8 +239,63 @@ async def run_phases(base: str, plan: dict, patients: int) -> dict:
     async with client_for(base, patients) as client:
         paced = await paced_bookings(client, day4, heads, PACED_RATE)
     async with client_for(base, patients) as client:
+        sessions = await patient_sessions(client, plan["day_names"][4], heads)
+    async with client_for(base, patients) as client:
         pages = await doctor_list(client)
-    return {"distinct": distinct, "contended": contended, "fhir_book": fhir, "paced": paced, "doctor_list": pages}
+    return {"distinct": distinct, "contended": contended, "fhir_book": fhir, "paced": paced, "patients": sessions,
+            "doctor_list": pages}
+
+
+# -- 200 concurrent patients, each with a user's think time between steps
+SPAWN_RATE = 20.0  # patients started per second
+THINK_S = (1.0, 3.0)  # Locust's `between(1, 3)`
+FIRST_FREE = 10  # a patient picks among the first free slots of the day shown
+
+
+async def patient_sessions(client, day: str, heads: list[dict], seed: int = 7) -> dict:
+    rng = random.Random(seed)
+    lat: dict[str, list[float]] = {"doctor_list": [], "slots": [], "book": [], "my_bookings": []}
+    outcome = Counter()
+    url = f"/api/hospital/directory/hospitals/{HOSPITAL}"
+    start = f"{day}T00:00:00+08:00"
+
+    async def get(kind: str, path: str, **kw):
+        t0 = time.perf_counter()
+        r = await client.get(path, **kw)
+        lat[kind].append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 200, r.text[:200]
+        return r.json()
+
+    async def think():
+        await asyncio.sleep(rng.uniform(*THINK_S))
+
+    async def session(n: int):
+        await asyncio.sleep(n / SPAWN_RATE)
+        doctors = (await get("doctor_list", url + "/doctors"))["doctors"]
+        await think()
+        doctor = rng.choice(doctors)
+        schedules = ",".join(s["schedule"] for s in doctor["services"])
+        for _attempt in range(3):
+            free = (await get("slots", url + "/slots", params={"schedule": schedules, "days": 1, "start": start}))["slots"]
+            await think()
+            slot = rng.choice(free[:FIRST_FREE])
+            t0 = time.perf_counter()
+            r = await client.post("/api/hospital/appointments", json={"slot": slot["id"]}, headers=heads[n])
+            lat["book"].append((time.perf_counter() - t0) * 1000)
+            outcome[r.status_code] += 1
+            if r.status_code == 201:
+                break
+        await think()
+        await get("my_bookings", "/api/hospital/appointments", headers=heads[n])
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*[session(n) for n in range(len(heads))])
+    wall = time.perf_counter() - t0
+    booked = outcome.get(201, 0)
+    return {"patients": len(heads), "spawn_rate_per_s": SPAWN_RATE, "think_s": list(THINK_S), "wall_s": round(wall, 1),
+            "booked": booked, "requests": sum(outcome.values()), "status_codes": dict(outcome),
+            "bookings_per_s": round(booked / wall, 1), "latency": latency(lat["book"]),
+            "other_requests": {k: latency(v) for k, v in lat.items() if k != "book" and v}}
 
 
 # Patients arriving at a steady rate rather than all in the same instant: the latency a
@@ -281,7 +344,7 @@ def main() -> None:
         print(f"-- {backend}", flush=True)
         r = run_backend(backend, args.patients, args.port)
         results["backends"][backend] = r
-        for phase in ("distinct", "contended", "fhir_book", "paced"):
+        for phase in ("distinct", "contended", "fhir_book", "paced", "patients"):
             p = r[phase]
             print(f"{phase:10s} booked {p['booked']:4d}/{p['requests']} {p['bookings_per_s']:7.1f} bookings/s "
                   f"p50 {p['latency']['p50_ms']} ms p95 {p['latency']['p95_ms']} ms codes {p['status_codes']}")

@@ -51,7 +51,11 @@ def create_engine_for(url: str) -> AsyncEngine:
         db_path = make_url(url).database
         if db_path and db_path != ":memory:":
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=8, max_overflow=8, pool_timeout=60)
+        from yiyun.core.sqlite_driver import dbapi
+
+        adapter = dbapi()
+        options = {"module": adapter} if adapter is not None else {}
+        engine = create_async_engine(url, pool_size=8, max_overflow=8, pool_timeout=60, **options)
         _prepare_sqlite(engine)
         return engine
     # No pre-ping: it costs a round trip per request; broken connections are recycled instead.

@@ -83,6 +83,10 @@ def hospital_repo(conn: AsyncConnection, hospital: str, ctx: RequestContext, *,
     repo = FhirRepository(conn, RequestContext(tenant=hospital, subject=ctx.subject, roles=tuple(ctx.roles),
                                                client_address=ctx.client_address, base_url=ctx.base_url))
     repo.flushes_audit = flushes_audit
+    if flushes_audit:
+        # every write's entry waits for `finish`: one append to the audit chain per request,
+        # its head locked only from there to the commit
+        repo.policy = booking.DeferredAudit(repo.policy, True)
     return repo
 
 

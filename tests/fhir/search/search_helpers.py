@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import func, select
 
 from yiyun.fhir import search as fhir_search
+from yiyun.fhir.search import custom
 from yiyun.fhir.tables import resource as resource_table
 
 
@@ -70,6 +71,8 @@ async def put(conn, tenant: str, resources: list[dict], *, ts: int | None = None
         new_items.append((next_rid, tenant, res))
         out.append(next_rid)
         next_rid += 1
+    if any(res.get("resourceType") == "SearchParameter" for res in resources):
+        custom.invalidate(tenant)  # as the repository's SearchParameter write hook does
     await fhir_search.write_index(conn, new_items, replace=False)
     await fhir_search.write_index(conn, upd_items, replace=True)
     return out
@@ -81,4 +84,6 @@ async def remove(conn, tenant: str, rt: str, rid_: str) -> None:
         await conn.execute(select(r.c.rid).where(r.c.tenant == tenant, r.c.res_type == rt, r.c.res_id == rid_))
     ).one()
     await conn.execute(r.update().where(r.c.rid == row.rid).values(deleted=True))
+    if rt == "SearchParameter":
+        custom.invalidate(tenant)
     await fhir_search.delete_index(conn, [row.rid])

@@ -3,7 +3,9 @@
 Active SearchParameters stored in the tenant's FHIR store are added to the built-in registry.
 The tenant registry is cached and keyed by a cheap version of the tenant's SearchParameter
 rows (count and newest `ts`), so a change is seen by the next write or search in any process;
-existing resources are indexed for a new parameter by `reindex`.
+existing resources are indexed for a new parameter by `reindex`. Within one transaction the
+version is asked once per tenant (a booking writes three resources and searches twice), unless
+a SearchParameter is written in that transaction (`invalidate`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ from yiyun.fhir.tables import resource as resource_table
 
 _TYPES = {"string", "token", "reference", "date", "number", "quantity", "uri", "composite"}
 _cache: dict[str, tuple[tuple, Registry]] = {}
+_generation = 0  # bumped by every invalidation: drops the per-transaction memos
+_MEMO_KEY = "yiyun.custom_registry"
 
 
 def invalidate(tenant: str | None = None) -> None:
+    global _generation
+    _generation += 1
     if tenant is None:
         _cache.clear()
     else:
@@ -50,6 +56,31 @@ def _definition(sp: dict) -> SearchParamDef | None:
 
 
 async def registry_for(conn: AsyncConnection, tenant: str) -> Registry:
+    memo = _transaction_memo(conn)
+    if memo is not None and tenant in memo:
+        return memo[tenant]
+    reg = await _registry_now(conn, tenant)
+    if memo is not None:
+        memo[tenant] = reg
+    return reg
+
+
+def _transaction_memo(conn: AsyncConnection) -> dict[str, Registry] | None:
+    """The registries already resolved in the connection's current transaction (None outside
+    one). Kept on the DB-API connection's info, tagged with the transaction object, so a new
+    transaction on the same pooled connection starts empty."""
+    sync = conn.sync_connection
+    txn = sync.get_transaction() if sync is not None else None
+    if txn is None:
+        return None
+    held = sync.info.get(_MEMO_KEY)
+    if held is None or held[0] is not txn or held[1] != _generation:
+        held = (txn, _generation, {})
+        sync.info[_MEMO_KEY] = held
+    return held[2]
+
+
+async def _registry_now(conn: AsyncConnection, tenant: str) -> Registry:
     r = resource_table
     version = tuple(
         (
@@ -79,3 +110,18 @@ async def registry_for(conn: AsyncConnection, tenant: str) -> Registry:
     reg = Registry(defs, parent=builtin_registry()) if defs else builtin_registry()
     _cache[tenant] = (version, reg)
     return reg
+
+
+async def _search_parameter_written(repo, plans) -> None:
+    """A SearchParameter written in a transaction counts for that transaction's next index
+    write or search (the per-transaction memo would otherwise keep the registry it began with)."""
+    invalidate(repo.ctx.tenant)
+
+
+def _register_hook() -> None:
+    from yiyun.fhir.hooks import register_write_hook
+
+    register_write_hook("SearchParameter", _search_parameter_written)
+
+
+_register_hook()

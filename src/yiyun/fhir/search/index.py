@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import orjson
@@ -38,27 +38,58 @@ def extract(res: dict, registry: Registry | None = None) -> dict[str, list[tuple
     return sink
 
 
-async def write_index(conn: AsyncConnection, items: list[tuple[int, str, dict]], *, replace: bool) -> None:
-    """Index the current version of each (rid, tenant, resource); one executemany per table."""
+async def write_index(
+    conn: AsyncConnection, items: list[tuple[int, str, dict]], *, replace: bool,
+    previous: dict[int, dict] | None = None,
+) -> None:
+    """Index the current version of each (rid, tenant, resource); one executemany per table.
+
+    `replace` drops the resources' existing rows first. `previous` ({rid: what the index was
+    built from for the version being replaced}) narrows that to the parameters whose rows
+    changed: a Slot going from free to busy rewrites its `status` row, not its eight tables.
+    Only for tenants without custom SearchParameters, whose rows were all built by the same
+    built-in registry (a custom parameter added since a row was written is picked up by a
+    full rewrite; `reindex` always rewrites everything)."""
     if not items:
         return
-    if replace:
-        await delete_index(conn, [rid for rid, _, _ in items])
     registries: dict[str, Registry] = {}
+    for _, tenant, _ in items:
+        if tenant not in registries:
+            registries[tenant] = await custom.registry_for(conn, tenant)
+    builtin = builtin_registry()
+    previous = previous or {}
+    whole: list[int] = []
+    changed: dict[str, list[tuple[int, str]]] = defaultdict(list)
     batches: dict[str, list[tuple]] = defaultdict(list)
     for rid, tenant, res in items:
-        reg = registries.get(tenant)
-        if reg is None:
-            reg = registries[tenant] = await custom.registry_for(conn, tenant)
-        rt = res.get("resourceType")
-        head = (rid, tenant, rt)
-        for key, rows in extract(res, reg).items():
-            if rows:
+        reg = registries[tenant]
+        head = (rid, tenant, res.get("resourceType"))
+        rows_now = extract(res, reg)
+        before = previous.get(rid) if replace and reg is builtin else None
+        if before is None:
+            whole.append(rid)
+            for key, rows in rows_now.items():
                 batches[key].extend(head + row for row in rows)
+            continue
+        rows_before = extract(before, reg)
+        for key, rows in rows_now.items():
+            old, new = set(rows_before[key]), set(rows)
+            if old == new:
+                continue
+            params = {row[0] for row in old ^ new}
+            changed[key].extend((rid, p) for p in sorted(params))
+            batches[key].extend(head + row for row in rows if row[0] in params)
+    if replace:
+        await delete_index(conn, whole)
+        for key, pairs in changed.items():
+            table = TABLE_BY_TYPE[key]
+            for i in range(0, len(pairs), 500):
+                await conn.execute(delete(table).where(tuple_(table.c.rid, table.c.param).in_(pairs[i:i + 500])))
     for key, rows in batches.items():
-        # plain DB-API executemany: the rows are already typed tuples, and building a dict per
-        # row for SQLAlchemy's insert() costs more than extracting them
-        await conn.exec_driver_sql(_insert_sql(conn.dialect.paramstyle, key), rows)
+        if rows:
+            # plain DB-API executemany: the rows are already typed tuples, and building a dict
+            # per row for SQLAlchemy's insert() costs more than extracting them
+            await conn.exec_driver_sql(_insert_sql(conn.dialect.paramstyle, key), rows)
 
 
 _SQL_CACHE: dict[tuple[str, str], str] = {}
