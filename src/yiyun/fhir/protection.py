@@ -90,7 +90,9 @@ class ValueProtector(Protocol):
         """Blind index under the current key (what the search index stores)."""
 
     def index_values(self, kind: str, value: str) -> list[str]:
-        """Blind indexes under every key of the ring, current first (what a search looks for)."""
+        """Blind indexes under every key of the ring, current first (what a search looks for);
+        both compare values normalised the protector's way (case of a resident ID's check
+        character, blanks, dashes and +86 of phone numbers)."""
 
     def mask(self, kind: str, value: str) -> str:
         """The display form for people who do not need the value."""
