@@ -89,8 +89,10 @@ async def test_an_administrator_resets_a_lost_second_factor(app, c, tenant, engi
         assert not await totp.has_second_factor(conn, doctor.id)
         assert await totp.recovery_codes_left(conn, doctor.id) == 0
         assert await load_session(conn, p["doctor_cookie"], touch=False) is None  # signed out everywhere
-        entries = await query(conn, tenant=tenant, action="second-factor-reset", limit=10)
-    assert len(entries) == 1 and entries[0].outcome == "ok" and entries[0].actor == admin.username
+        entries = await query(conn, tenant=tenant, action="second-factor-reset", outcome="ok", limit=10)
+        refused = await query(conn, tenant=tenant, action="second-factor-reset", outcome="denied", limit=10)
+    assert len(refused) == 4 and all("理由" in e.detail_value["reason"] for e in refused)
+    assert len(entries) == 1 and entries[0].actor == admin.username
     assert entries[0].resource == f"Account/{doctor.id}" and entries[0].detail_value["reason"] == REASON
     # the app's tokens stop working at once
     assert (await c.get(f"{FHIR}/Practitioner", headers=app_h)).status_code == 401

@@ -207,7 +207,7 @@ async def reset(ctx: AuthContext, account_id: str, reason: object) -> ResetOutco
     try:
         async with unit_of_work(get_engine()) as conn:
             outcome = await reset_second_factor(conn, ctx, account_id, reason)
-    except (Forbidden, NotFound, Conflict) as exc:
+    except (BadRequest, Forbidden, NotFound, Conflict) as exc:
         await record_refusal(ctx, account_id, exc)
         raise
     await after_reset(outcome, ctx.tenant)
