@@ -37,6 +37,11 @@ A patient's guardianship set and a practitioner's care relationships are kept lo
 (`GuardianshipCache`: 30 s per process, dropped on every write of a type that can change
 them), so that reads cost no extra query beyond the break-glass lookup.
 
+A read that only a break-glass grant allowed is audited with purpose BTG (HL7 v3 ActReason
+"break the glass", `EMERGENCY_PURPOSE`), from the same loaded sets. A guardian's wards are
+those under 18 (`care.wards`: 《民法典》第十七条), unless the guardianship is of an adult
+without full capacity.
+
 A resource outside what the caller may see answers 404, exactly as a missing one
 (https://hl7.org/fhir/R4/security.html#AccessDenied: "not found" rather than "forbidden"
 when disclosing existence would itself leak information), and is audited as `denied`. A
