@@ -32,7 +32,7 @@ from sqlalchemy import and_, or_, select, tuple_
 
 from yiyun.core.db import get_engine, is_sqlite, unit_of_work
 from yiyun.core.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
-from yiyun.fhir.model import RequestContext, instant_from_us
+from yiyun.fhir.model import RequestContext
 from yiyun.fhir.repository import FhirRepository
 from yiyun.fhir.tables import resource as fhir_resource
 from yiyun.identity.audit import AuditRecord, as_audit_event, query, verify
