@@ -112,3 +112,38 @@ async def test_the_break_glass_page(c, tenant, engine):
     assert (await c.get(f"{FHIR}/AllergyIntolerance/{aid}")).status_code == 200  # the session, now with the grant
     refused = await c.post("/break-glass", data={"patient": pid, "reason": REASON})
     assert refused.status_code == 403
+
+
+async def test_reads_through_a_grant_are_audited_as_break_the_glass(app, c, tenant, engine):
+    """Purpose of use BTG (HL7 v3 ActReason) on every read the grant alone allowed; the
+    patient's "who saw my record" marks them as emergency access."""
+    from yiyun.core.db import unit_of_work
+    from yiyun.identity.audit import query
+
+    pid, aid = await setup(c, tenant)
+    seen = await make(c, tenant, {"resourceType": "Patient", "name": [{"family": "周"}]})
+    seen_allergy = await make(c, tenant, {"resourceType": "AllergyIntolerance", "code": {"text": "花粉"},
+                                          "patient": {"reference": f"Patient/{seen['id']}"}})
+    await make(c, tenant, {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "EMER"},
+                           "subject": {"reference": f"Patient/{seen['id']}"},
+                           "participant": [{"individual": {"reference": "Practitioner/er1"}}]})
+    dr = staff(tenant)
+    assert (await c.post("/api/break-glass", json={"patient": pid, "reason": REASON}, headers=dr)).status_code == 201
+    assert (await c.post("/api/break-glass", json={"patient": seen["id"], "reason": REASON},
+                         headers=dr)).status_code == 201
+    assert (await c.get(f"{FHIR}/AllergyIntolerance/{aid}", headers=dr)).status_code == 200
+    assert (await c.get(f"{FHIR}/AllergyIntolerance", params={"patient": pid}, headers=dr)).status_code == 200
+    # a patient the doctor is treating anyway: an ordinary read although a grant exists too
+    assert (await c.get(f"{FHIR}/AllergyIntolerance/{seen_allergy['id']}", headers=dr)).status_code == 200
+    await app.state.policy.recorder.close()  # waits for flushes in flight
+    async with unit_of_work(engine, write=False) as conn:
+        reads = await query(conn, tenant=tenant, actor="staff:er1", action="read", limit=10)
+        searches = await query(conn, tenant=tenant, actor="staff:er1", action="search", limit=10)
+    by_resource = {e.resource_id: e.purpose for e in reads}
+    assert by_resource == {aid: "BTG", seen_allergy["id"]: "TREAT"}
+    assert [(e.purpose, e.patient) for e in searches] == [("BTG", pid)]
+    me = auth_headers(tenant, "patient/*.rs", subject=f"patient:{pid}", patient=pid, roles=("patient",))
+    log = (await c.get("/api/me/access-log", headers=me)).json()["entries"]
+    reads_seen = [e for e in log if e["action"] in ("read", "search")]
+    assert len(reads_seen) == 2 and all(e["break_glass"] and e["purpose"] == "BTG" for e in reads_seen)
+    assert all(e["purpose_label"] == "紧急调阅" for e in reads_seen)

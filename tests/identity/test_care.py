@@ -172,6 +172,74 @@ async def test_guardians_see_their_wards_until_the_guardianship_ends(c, tenant):
     assert (await c.get(f"{FHIR}/Observation/{co['id']}", headers=h)).status_code == 404
 
 
+def _years_before(today, years: int):
+    import calendar
+    from datetime import date
+
+    year = today.year - years
+    return date(year, today.month, min(today.day, calendar.monthrange(year, today.month)[1]))
+
+
+async def test_guardianship_of_a_minor_ends_at_eighteen(c, tenant):
+    """《民法典》第十七条: 18 and over is an adult; a court-declared adult guardianship stays;
+    an unknown or partial birthDate that could still be a minor's keeps the link."""
+    from datetime import timedelta
+
+    from yiyun.identity.care import ADULT_GUARDIAN_CODE, GUARDIANSHIP_SYSTEM, today_local
+
+    today = today_local()
+    eighteen = _years_before(today, 18)
+    born = {
+        "minor": (eighteen + timedelta(days=1)).isoformat(),  # 18 tomorrow
+        "adult": eighteen.isoformat(),  # 18 today
+        "unknown": None,
+        "year-maybe-minor": str(today.year - 18),  # could have been born in December
+        "year-adult": str(today.year - 19),
+        "incapacitated": _years_before(today, 30).isoformat(),
+    }
+    parent = await make(c, tenant, patient("母"))
+    links, records = [], {}
+    for name, birth in born.items():
+        ward = await make(c, tenant, {**patient("子"), **({"birthDate": birth} if birth else {})})
+        codes = [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "GUARD" if name ==
+                  "incapacitated" else "MTH"}]
+        if name == "incapacitated":
+            codes.append({"system": GUARDIANSHIP_SYSTEM, "code": ADULT_GUARDIAN_CODE})
+        rp = await make(c, tenant, {"resourceType": "RelatedPerson", "patient": {"reference": f"Patient/{ward['id']}"},
+                                    "relationship": [{"coding": codes}]})
+        links.append({"other": {"reference": f"RelatedPerson/{rp['id']}"}, "type": "seealso"})
+        records[name] = (ward, await make(c, tenant, obs(ward["id"])))
+    assert (await c.put(f"{FHIR}/Patient/{parent['id']}", json={**parent, "link": links},
+                        headers=auth_headers(tenant))).status_code == 200
+    h = auth_headers(tenant, "patient/*.rs", patient=parent["id"], roles=("patient",))
+    seen = {name for name, (_, o) in records.items()
+            if (await c.get(f"{FHIR}/Observation/{o['id']}", headers=h)).status_code == 200}
+    assert seen == {"minor", "unknown", "year-maybe-minor", "incapacitated"}
+    found = ids((await c.get(f"{FHIR}/Observation", headers=h)).json())
+    assert found == sorted(records[n][1]["id"] for n in seen)
+    # a birthDate recorded later that shows 18 years ends the link at the next request
+    ward, o = records["unknown"]
+    assert (await c.put(f"{FHIR}/Patient/{ward['id']}", json={**ward, "birthDate": "2000-01-01"},
+                        headers=auth_headers(tenant))).status_code == 200
+    assert (await c.get(f"{FHIR}/Observation/{o['id']}", headers=h)).status_code == 404
+
+
+def test_coming_of_age_by_the_calendar():
+    from datetime import date, datetime, timezone
+
+    from yiyun.identity.care import adults_born_before
+
+    def first_minor_birthday(today):
+        return datetime.fromtimestamp(adults_born_before(today), timezone.utc).date()
+
+    assert first_minor_birthday(date(2026, 11, 25)) == date(2008, 11, 26)
+    # born 29 February 2008: still 17 on 28 February 2026, 18 on 1 March
+    assert first_minor_birthday(date(2026, 2, 28)) == date(2008, 2, 29)
+    assert first_minor_birthday(date(2026, 3, 1)) == date(2008, 3, 2)
+    # 29 February 2028: born 28 February 2010 is 18
+    assert first_minor_birthday(date(2028, 2, 29)) == date(2010, 3, 1)
+
+
 async def test_pharmacists_see_current_prescriptions_only(c, tenant):
     p, q = await make(c, tenant, patient("张")), await make(c, tenant, patient("王"))
     mr = {"resourceType": "MedicationRequest", "status": "active", "intent": "order",

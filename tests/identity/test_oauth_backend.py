@@ -371,20 +371,6 @@ async def test_a_backend_service_keeps_few_rows(anon, engine, org):
     assert left == 1
 
 
-async def test_browser_apps_may_call_the_token_endpoint_from_their_origin(anon):
-    pre = await anon.options(TOKEN, headers={"Origin": "https://bp.example", "Access-Control-Request-Method": "POST",
-                                             "Access-Control-Request-Headers": "content-type"})
-    assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == "*"
-    assert "POST" in pre.headers["access-control-allow-methods"]
-    r = await anon.post(TOKEN, data={"grant_type": "client_credentials"}, headers={"Origin": "https://bp.example"})
-    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "*"
-    doc = await anon.get("/.well-known/smart-configuration", headers={"Origin": "https://bp.example"})
-    assert doc.headers["access-control-allow-origin"] == "*"
-    # the consent page and introspection are not for other origins
-    r = await anon.post("/oauth2/introspect", data={"token": "x"}, headers={"Origin": "https://bp.example"})
-    assert "access-control-allow-origin" not in r.headers
-
-
 async def test_keys_fetched_from_the_clients_jwks_url(anon, engine, org):
     """A backend service that publishes its keys at a URL: fetched, cached, and used."""
     import http.server

@@ -50,13 +50,22 @@ def test_who_sees_values_in_full():
     assert not patient.shows("RelatedPerson", "p1")
 
 
-def test_masks_and_blind_indexes_are_exact():
+def test_masks_and_normalised_blind_indexes():
     p = KeyRingValueProtector()
     assert p.mask("resident-id", "11010519491231002X") == "110105********002X"
     assert p.mask("phone", "13812345678") == "138****5678"
-    # FHIR token search is exact: a lower-case x is another value, unlike the identity tables' index
-    assert p.index_value("resident-id", "11010519491231002x") != p.index_value("resident-id", "11010519491231002X")
+    # GB 11643-1999: the check character X in either case is the same number
+    assert p.index_value("resident-id", "11010519491231002x") == p.index_value("resident-id", "11010519491231002X")
+    assert p.index_value("resident-id", "110105 19491231 002X") == p.index_value("resident-id", "11010519491231002X")
+    assert p.index_value("resident-id", "110105194912310021") != p.index_value("resident-id", "11010519491231002X")
+    phone = p.index_value("phone", "13812345678")
+    assert {p.index_value("phone", v) for v in ("138 1234 5678", "138-1234-5678", "+86 138 1234 5678",
+                                                 "+8613812345678", "008613812345678")} == {phone}
+    assert p.index_value("phone", "13812345679") != phone
     assert p.index_value("phone", "13812345678") != p.index_value("resident-id", "13812345678")
+    # a search also looks for the value exactly as typed (rows indexed before normalisation)
+    codes = p.index_values("phone", "+86 138-1234-5678")
+    assert codes[0] == phone and len(codes) == 2
     assert p.open("phone", p.seal("phone", "13812345678")) == "13812345678"
     with pytest.raises(Exception):
         p.open("resident-id", p.seal("phone", "13812345678"))  # bound to its purpose
@@ -114,3 +123,56 @@ def test_keys_rotate_reseals_the_fhir_store(db_url, keys, tenant):
     assert asyncio.run(search("11010519491231002X")) == [(pid, "11010519491231002X")]
     body = orjson.loads(asyncio.run(stored())[0])
     assert body["identifier"][0]["value"] == "110105********002X"
+
+
+def test_numbers_are_found_however_typed_and_old_rows_after_reindex(db_url, keys, tenant):
+    """Rows indexed before normalisation (as written) are found as typed at once, and by
+    every spelling after `yiyun fhir reindex`; new writes by every spelling at once."""
+    from typer.testing import CliRunner
+
+    from yiyun.cli import app as cli
+    from yiyun.core.db import dispose_engines, get_engine, unit_of_work
+    from yiyun.fhir.repository import FhirRepository
+    from yiyun.identity.protection import fields
+
+    def patient(pid, rid, phone):
+        return {"resourceType": "Patient", "id": pid, "identifier": [{"system": RID_SYSTEM, "value": rid}],
+                "telecom": [{"system": "phone", "value": phone}]}
+
+    old, new = f"old-{uuid.uuid4().hex[:8]}", f"new-{uuid.uuid4().hex[:8]}"
+
+    async def write(p):
+        async with unit_of_work(get_engine()) as conn:
+            await FhirRepository(conn, RequestContext(tenant=tenant)).update("Patient", p["id"], p)
+        await dispose_engines()
+
+    async def search(param, value) -> set[str]:
+        async with unit_of_work(get_engine(), write=False) as conn:
+            result = await FhirRepository(conn, RequestContext(tenant=tenant)).search("Patient", [(param, value)])
+        await dispose_engines()
+        return {s.res_id for s in result.matches}
+
+    # the index as it was before normalisation: of the value as written
+    saved = {k: fields._NORMALIZERS[k] for k in ("fhir-resident-id", "fhir-phone")}
+    fields._NORMALIZERS.update({k: (lambda v: v) for k in saved})
+    try:
+        asyncio.run(write(patient(old, "11010519491231002x", "+86 138-1234-5678")))
+    finally:
+        fields._NORMALIZERS.update(saved)
+    asyncio.run(write(patient(new, "44052418800101001x", "139 0000 1111")))
+    rid_old, rid_new = f"{RID_SYSTEM}|11010519491231002", f"{RID_SYSTEM}|44052418800101001"
+    assert asyncio.run(search("identifier", rid_old + "x")) == {old}  # as typed: found before reindexing
+    assert asyncio.run(search("phone", "+86 138-1234-5678")) == {old}
+    assert asyncio.run(search("identifier", rid_old + "X")) == set()
+    assert asyncio.run(search("phone", "13812345678")) == set()
+    for spelling in (rid_new + "x", rid_new + "X"):
+        assert asyncio.run(search("identifier", spelling)) == {new}
+    for spelling in ("13900001111", "+86 139-0000-1111", "139 0000 1111", "008613900001111"):
+        assert asyncio.run(search("phone", spelling)) == {new}
+        assert asyncio.run(search("telecom", f"phone|{spelling}")) == {new}
+    result = CliRunner().invoke(cli, ["fhir", "reindex", "--tenant", tenant])
+    assert result.exit_code == 0, result.output
+    for spelling in (rid_old + "x", rid_old + "X"):
+        assert asyncio.run(search("identifier", spelling)) == {old}
+    for spelling in ("13812345678", "+86 138-1234-5678", "138 1234 5678"):
+        assert asyncio.run(search("phone", spelling)) == {old}

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     session_absolute_hours: int = Field(default=12, description="Web session ends this long after sign-in.")
     session_secure_cookie: bool = Field(default=False, description="Always mark the session cookie Secure.")
     sms_provider: str = Field(default="outbox", description="SMS sender: outbox (development) | disabled.")
+    cors_origins: str = Field(default="", description="Comma-separated origins of browser apps allowed to call the "
+                              "FHIR API and token endpoints (besides registered OAuth clients' redirect URIs).")
 
     @property
     def resolved_database_url(self) -> str:

@@ -10,7 +10,10 @@ REST, Bundles, loaders, in-process services) each protected element is rewritten
 (https://hl7.org/fhir/R4/json.html#primitive), so the stored JSON stays valid FHIR. The
 search index holds a keyed blind index (HMAC) in place of the value, so exact token
 searches (`Patient?identifier=<system>|<value>`, `Patient?phone=<number>`) still match:
-the search engine turns the searched value into its blind indexes (`search_codes`).
+the search engine turns the searched value into its blind indexes (`search_codes`). The
+protector normalises a value before indexing it, on writes and searches alike (a resident
+ID's check character in either case, a phone number's blanks, dashes and +86), so a number
+matches however it was typed; see docs/protection.md for rows indexed before that.
 
 On every read the repository reveals the plain value to callers the installed protector
 says may see it (`Disclosure`); everyone else gets the stored mask (and the ciphertext,
@@ -90,7 +93,9 @@ class ValueProtector(Protocol):
         """Blind index under the current key (what the search index stores)."""
 
     def index_values(self, kind: str, value: str) -> list[str]:
-        """Blind indexes under every key of the ring, current first (what a search looks for)."""
+        """Blind indexes under every key of the ring, current first (what a search looks for);
+        both compare values normalised the protector's way (case of a resident ID's check
+        character, blanks, dashes and +86 of phone numbers)."""
 
     def mask(self, kind: str, value: str) -> str:
         """The display form for people who do not need the value."""

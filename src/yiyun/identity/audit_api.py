@@ -32,7 +32,7 @@ from sqlalchemy import and_, or_, select, tuple_
 
 from yiyun.core.db import get_engine, is_sqlite, unit_of_work
 from yiyun.core.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
-from yiyun.fhir.model import RequestContext, instant_from_us
+from yiyun.fhir.model import RequestContext
 from yiyun.fhir.repository import FhirRepository
 from yiyun.fhir.tables import resource as fhir_resource
 from yiyun.identity.audit import AuditRecord, as_audit_event, query, verify
@@ -319,7 +319,7 @@ FHIR_PARAMS = {"date", "agent", "who", "entity", "patient", "action", "subtype",
                "_cursor", "_format", "_pretty", "_id"}
 _PREFIX = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?(.+)$")
 _CRUD = {"C": ["create", "import"], "R": ["read", "vread", "history", "export", "audit-read"],
-         "U": ["update", "patch", "consent", "password-changed", "account-changed"], "D": ["delete"],
+         "U": ["update", "patch", "consent", "password-changed", "account-changed", "second-factor-reset"], "D": ["delete"],
          "E": ["search", "transaction", "batch", "operation", "login", "login-failed", "signin", "signin-failed",
                "signin-locked", "logout", "signout", "break-glass", "break-glass-end", "token-issued",
                "token-refused", "token-revoked", "token-rejected", "session-rejected", "request-refused"]}
@@ -716,7 +716,8 @@ async def my_access_log(
 async def security_events(
     request: Request,
     status: Literal["open", "acknowledged", "closed"] | None = Query(None),
-    kind: Literal["failed-signins", "many-patients", "break-glass", "after-hours"] | None = Query(None),
+    kind: Literal["failed-signins", "many-patients", "break-glass", "after-hours", "second-factor-reset"] | None = Query(
+        None),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=100_000),
     ctx: AuthContext = Depends(require_security_reader),

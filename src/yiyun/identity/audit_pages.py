@@ -41,6 +41,7 @@ EVENT_LABELS = {
     "open": "Awaiting review", "acknowledged": "Acknowledged", "closed": "Closed", "all": "All events",
     "failed-signins": "Repeated failed sign-ins", "many-patients": "Unusually many patients",
     "break-glass": "Emergency access (break-glass)", "after-hours": "Access outside working hours",
+    "second-factor-reset": "Two-step verification reset by an administrator",
     "high": "High severity", "medium": "Medium severity", "low": "Low severity",
 }
 

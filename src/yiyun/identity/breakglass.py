@@ -6,7 +6,8 @@ policy (`yiyun.identity.care.care_patients`). The declaration is written to the 
 audit chain in the same transaction as the grant (action `break-glass`, purpose ETREAT,
 the reason in the detail), so there is never a grant without its entry; the tenant's
 privacy officers are alerted by the security events built from those entries and see the
-active grants at `GET /api/break-glass`. (IHE ATNA / DICOM DCM 110127 "Emergency Override
+active grants at `GET /api/break-glass`. Reads the grant alone allows are audited with purpose
+BTG (`yiyun.identity.policy.EMERGENCY_PURPOSE`). (IHE ATNA / DICOM DCM 110127 "Emergency Override
 Started"; HL7 v3 ActReason ETREAT "emergency treatment"; 《医疗机构病历管理规定》第十九条: access to
 records outside one's care must be authorised and recorded.)
 """

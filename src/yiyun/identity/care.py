@@ -25,12 +25,31 @@ whose `patient` is C, whose `relationship` is a parent or guardian code of
 v3-RoleCode (GUARD, PRN, MTH, FTH …; 民法典 第二十七条: parents are the guardians of their
 minor children, 第二十八条: guardians of adults without full capacity) and which is not
 `active = false`. Only staff write that link (the policy refuses it from a patient token).
+
+Guardianship of a minor ends when the ward comes of age: 《民法典》第十七条 "十八周岁以上的自然人
+为成年人", 第十八条 an adult has full civil capacity and acts for themselves. A ward whose
+`Patient.birthDate` shows them to be 18 or older today (Beijing date) leaves the guardian's
+set at once, with no write needed. Exceptions, decided here:
+
+- an adult declared by a court to lack full capacity (第二十四条) keeps a guardian (第二十八条);
+  staff record that by adding the code `adult-guardian` of `GUARDIANSHIP_SYSTEM` to the
+  RelatedPerson's `relationship` (next to v3-RoleCode GUARD or the parent's code), after
+  seeing the court's judgment. The generic GUARD code alone does not show that: minors have
+  non-parent guardians too (第二十七条).
+- a ward without a birthDate, or one whose partial birthDate (`2008`, `2008-05`) could
+  still be a minor's, keeps the link: staff registered the guardianship after checking
+  documents, FHIR makes birthDate optional (newborns are often registered before it is
+  known), and a missing date is no evidence of adulthood. The link ends as soon as staff
+  record a birthDate that shows 18 years, or set `RelatedPerson.active` to false.
 """
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import String, text
 
@@ -53,6 +72,14 @@ GUARDIAN_CODES = (
     "GUARD", "PRN", "NPRN", "MTH", "FTH", "NMTH", "NFTH", "ADOPTP", "ADOPTF", "ADOPTM",
     "STPPRN", "STPMTH", "STPFTH", "PRNFOST", "MTHFOST", "FTHFOST",
 )
+# Age of majority: 《民法典》第十七条 "十八周岁以上的自然人为成年人".
+ADULT_AGE = 18
+# This platform's code for the guardian of an adult without full capacity (《民法典》第二十四条、
+# 第二十八条): the only relationship that outlives the ward's 18th birthday.
+GUARDIANSHIP_SYSTEM = "https://yiyun.example.cn/fhir/CodeSystem/guardianship"
+ADULT_GUARDIAN_CODE = "adult-guardian"
+# Birthdays are reckoned on the calendar where the patients live.
+LOCAL_TIME = ZoneInfo("Asia/Shanghai")
 # Prescriptions a pharmacist works on: waiting for review, dispensing or in use.
 PHARMACY_STATUSES = ("active", "on-hold", "draft")
 
@@ -190,18 +217,44 @@ _WARDS_SQL = (
     "SELECT me.rid FROM fhir_resource me WHERE me.tenant = :tenant AND me.res_type = 'Patient' "
     "AND me.res_id = :patient AND me.deleted = false)))) "
     "AND ward.rid NOT IN (SELECT ia.rid FROM fhir_idx_token ia WHERE ia.tenant = :tenant "
-    "AND ia.res_type = 'RelatedPerson' AND ia.param = 'active' AND ia.code = 'false')"
+    "AND ia.res_type = 'RelatedPerson' AND ia.param = 'active' AND ia.code = 'false') "
+    # the ward has come of age (its whole birthDate interval lies 18 years back) ...
+    "AND (NOT EXISTS (SELECT 1 FROM fhir_resource wp JOIN fhir_idx_date bd ON bd.rid = wp.rid "
+    "AND bd.param = 'birthdate' WHERE wp.tenant = :tenant AND wp.res_type = 'Patient' "
+    "AND wp.res_id = ward.target_id AND bd.high <= :adults_born_before) "
+    # ... unless the guardianship is of an adult without full capacity
+    "OR EXISTS (SELECT 1 FROM fhir_idx_token ag WHERE ag.rid = ward.rid AND ag.param = 'relationship' "
+    f"AND ag.system = '{GUARDIANSHIP_SYSTEM}' AND ag.code = '{ADULT_GUARDIAN_CODE}'))"
 )
 
 
-def wards(tenant: str, guardian: str) -> PatientSet:
+def today_local() -> date:
+    return datetime.now(LOCAL_TIME).date()
+
+
+def adults_born_before(today: date | None = None) -> float:
+    """Epoch seconds (UTC, as the date index keeps birthDate): someone whose birthDate
+    interval ends at or before this instant is 18 or older on `today`. Born on 29 February,
+    one comes of age on 1 March in a common year."""
+    today = today or today_local()
+    year = today.year - ADULT_AGE
+    day = min(today.day, calendar.monthrange(year, today.month)[1])
+    end = date(year, today.month, day) + timedelta(days=1)  # born before this day: 18 today
+    return float(calendar.timegm((end.year, end.month, end.day, 0, 0, 0)))
+
+
+def _ward_params(tenant: str, guardian: str, today: date | None) -> dict:
+    return {"tenant": tenant, "patient": guardian, "adults_born_before": adults_born_before(today)}
+
+
+def wards(tenant: str, guardian: str, *, today: date | None = None) -> PatientSet:
     """Patients of `tenant` whose guardian is Patient/`guardian` (see the module docstring)."""
-    return PatientSet(_WARDS_SQL, {"tenant": tenant, "patient": guardian})
+    return PatientSet(_WARDS_SQL, _ward_params(tenant, guardian, today))
 
 
-def own_and_wards(tenant: str, patient: str) -> PatientSet:
+def own_and_wards(tenant: str, patient: str, *, today: date | None = None) -> PatientSet:
     return PatientSet("SELECT CAST(:patient AS VARCHAR(64)) AS patient UNION " + _WARDS_SQL,
-                      {"tenant": tenant, "patient": patient})
+                      _ward_params(tenant, patient, today))
 
 
 async def load_patient_sets(conn, sets: dict[str, PatientSet]) -> dict[str, frozenset[str]]:
@@ -222,6 +275,6 @@ async def load_patient_sets(conn, sets: dict[str, PatientSet]) -> dict[str, froz
 
 
 __all__ = [
-    "GUARDIAN_CODES", "RELATIONSHIPS", "NoGrantsCache", "PatientSet", "break_glass_patients", "no_grants", "care_patients", "load_patient_sets",
+    "ADULT_GUARDIAN_CODE", "GUARDIANSHIP_SYSTEM", "GUARDIAN_CODES", "adults_born_before", "RELATIONSHIPS", "NoGrantsCache", "PatientSet", "break_glass_patients", "no_grants", "care_patients", "load_patient_sets",
     "own_and_wards", "pharmacy_patients", "practitioner_id", "related_patients", "wards",
 ]

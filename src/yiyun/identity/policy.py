@@ -37,6 +37,11 @@ A patient's guardianship set and a practitioner's care relationships are kept lo
 (`GuardianshipCache`: 30 s per process, dropped on every write of a type that can change
 them), so that reads cost no extra query beyond the break-glass lookup.
 
+A read that only a break-glass grant allowed is audited with purpose BTG (HL7 v3 ActReason
+"break the glass", `EMERGENCY_PURPOSE`), from the same loaded sets. A guardian's wards are
+those under 18 (`care.wards`: 《民法典》第十七条), unless the guardianship is of an adult
+without full capacity.
+
 A resource outside what the caller may see answers 404, exactly as a missing one
 (https://hl7.org/fhir/R4/security.html#AccessDenied: "not found" rather than "forbidden"
 when disclosing existence would itself leak information), and is audited as `denied`. A
@@ -94,6 +99,12 @@ RELATED, GRANTED = "related", "granted"  # the two halves of CARE, loaded apart
 MAX_BOUND_PATIENTS = 500
 
 CARE_ROLES = frozenset({"doctor", "nurse"})
+# Purpose of use of an access made through a break-glass grant: HL7 v3 ActReason BTG "break
+# the glass" (https://terminology.hl7.org/CodeSystem-v3-ActReason.html#v3-ActReason-BTG);
+# the declaration itself is ETREAT (`yiyun.identity.breakglass`).
+EMERGENCY_PURPOSE = "BTG"
+# Search parameters that limit a search to one patient's records.
+_SEARCH_PATIENT_PARAMS = frozenset({"patient", "subject", "subject:Patient", "patient:Patient", "beneficiary"})
 # Medication review needs the diagnosis and allergies (《医疗机构处方审核规范》2018 第十五条:
 # 处方用药与临床诊断的相符性, 过敏史).
 PHARMACY_READ = frozenset({
@@ -239,6 +250,10 @@ class RequestScope:
     hidden: set[tuple[str, str]] = field(default_factory=set)
     # (type, id) → the patient a set-limited caller reached it through, for the audit entry
     patient_of: dict[tuple[str, str], str] = field(default_factory=dict)
+    # patients reached only through a break-glass grant, and the (type, id) read that way:
+    # their audit entries carry purpose BTG (see `EMERGENCY_PURPOSE`)
+    granted_only: frozenset[str] = frozenset()
+    emergency: set[tuple[str, str]] = field(default_factory=set)
 
 
 _SCOPE_ATTR = "_yiyun_request_scope"
@@ -439,7 +454,12 @@ class AuthorizationPolicy:
             return False
         through = compartment_patients(stored.resource) & patients_in_reach(ctx, reach)
         if through:
-            request_scope(ctx).patient_of[(stored.res_type, stored.res_id)] = min(through)
+            scope = request_scope(ctx)
+            key = (stored.res_type, stored.res_id)
+            ordinary = through - scope.granted_only
+            scope.patient_of[key] = min(ordinary or through)
+            if not ordinary:
+                scope.emergency.add(key)
             return True
         self._hidden(ctx, stored, conn)
         return False
@@ -527,7 +547,12 @@ class AuthorizationPolicy:
             if GRANTED in built and not found.get(GRANTED):
                 care.no_grants.remember_none(ctx.tenant, practitioner)
         if CARE in selects:
-            scope.sets[CARE] = (related or frozenset()) | found.get(GRANTED, frozenset())
+            granted = found.get(GRANTED, frozenset())
+            scope.sets[CARE] = (related or frozenset()) | granted
+            if granted:
+                # reached through the grant and through nothing else this token has
+                others = frozenset().union(*(v for k, v in scope.sets.items() if k != CARE))
+                scope.granted_only = granted - (related or frozenset()) - others
         scope.loaded = True
         return scope
 
@@ -696,6 +721,20 @@ def _type_buckets(scopes: tuple[str, ...], roles: tuple[str, ...], has_patient: 
     return tenant_types, sorted(by_reach.items(), key=lambda kv: sorted(kv[0].sets))
 
 
+def _searched_patient(params) -> str | None:
+    """The one patient a search was limited to (`patient=x`, `subject=Patient/x`), if any."""
+    if not isinstance(params, list):
+        return None
+    for pair in params:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2) or pair[0] not in _SEARCH_PATIENT_PARAMS:
+            continue
+        value = str(pair[1])
+        pid = value.removeprefix("Patient/")
+        if pid and "," not in pid and "/" not in pid:
+            return pid
+    return None
+
+
 class BoundPolicy:
     """`AuthorizationPolicy` bound to one unit of work's connection.
 
@@ -774,9 +813,20 @@ class AuditRecorder:
     def entry(ctx, action, res_type, res_id, outcome, detail=None):
         from yiyun.identity.audit import entry_from_context
 
-        reached = request_scope(ctx).patient_of.get((res_type, res_id)) if is_token_context(ctx) else None
+        reached, emergency = None, False
+        if is_token_context(ctx):
+            scope = request_scope(ctx)
+            reached = scope.patient_of.get((res_type, res_id))
+            emergency = (res_type, res_id) in scope.emergency
+            if action == "search" and scope.granted_only and outcome == "ok":
+                searched = _searched_patient(detail)
+                if searched in scope.granted_only:
+                    reached, emergency = searched, True
         patient = reached or getattr(ctx, "patient", None) or (res_id if res_type == "Patient" else None)
-        return entry_from_context(ctx, action, res_type, res_id, outcome, detail, patient=patient)
+        entry = entry_from_context(ctx, action, res_type, res_id, outcome, detail, patient=patient)
+        if emergency and outcome == "ok":
+            entry.purpose = EMERGENCY_PURPOSE
+        return entry
 
     async def record(self, conn, ctx, action, res_type, res_id, outcome, detail=None) -> None:
         from yiyun.core.db import get_engine

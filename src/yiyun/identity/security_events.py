@@ -15,7 +15,12 @@ wrote it, so every sign-in page, API and FHIR interaction is covered the same wa
 - `break-glass`: every emergency override (IHE ATNA / DICOM 110127 Emergency Override
   Started), severity high, for the tenant's privacy officers to review;
 - `after-hours`: staff access to records outside the tenant's working hours (default
-  22:00–07:00 Asia/Shanghai; switch off or exempt roles for emergency departments).
+  22:00–07:00 Asia/Shanghai; switch off or exempt roles for emergency departments);
+- `second-factor-reset`: every reset of a staff member's lost second factor by an
+  administrator (`yiyun.identity.second_factor_reset`), severity high, one event each:
+  talking an administrator into a reset is how accounts are taken over (NIST SP 800-63B
+  §6.1.2.3; GB/T 22239-2019 8.1.4.1). Always on. The administrator who made the reset may
+  not acknowledge or close its event: another privacy officer or administrator reviews it.
 
 Scanning is incremental: `security_scan_state` keeps, per tenant, the last audit `seq`
 scanned and where the detection window starts. Events are deduplicated: a repeat of the
@@ -39,7 +44,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from yiyun.core.db import unit_of_work
-from yiyun.core.errors import BadRequest, NotFound
+from yiyun.core.errors import BadRequest, Forbidden, NotFound
 from yiyun.core.logging import get_logger
 from yiyun.fhir.model import now_us
 from yiyun.identity.audit_tables import audit_chain_head, audit_log
@@ -47,9 +52,11 @@ from yiyun.identity.security_tables import security_event, security_policy, secu
 
 log = get_logger("yiyun.security")
 
-KINDS = ("failed-signins", "many-patients", "break-glass", "after-hours")
+KINDS = ("failed-signins", "many-patients", "break-glass", "after-hours", "second-factor-reset")
 STATUSES = ("open", "acknowledged", "closed")
-SEVERITY = {"failed-signins": "medium", "many-patients": "medium", "break-glass": "high", "after-hours": "low"}
+SEVERITY = {"failed-signins": "medium", "many-patients": "medium", "break-glass": "high", "after-hours": "low",
+            "second-factor-reset": "high"}
+SECOND_FACTOR_RESET = "second-factor-reset"  # the audit action, `yiyun.identity.second_factor_reset.ACTION`
 
 # Audit actions that count as a failed authentication: the sign-in pages write `signin-failed`
 # and `signin-locked` (`login-failed` is the older name), the API writes `token-rejected` for
@@ -362,6 +369,28 @@ def _break_glass(rows, policy) -> list[Trigger]:
     }, dedupe=False) for r in rows if r.action == "break-glass"]
 
 
+def _second_factor_resets(rows) -> list[Trigger]:
+    out = []
+    for r in rows:
+        if r.action != SECOND_FACTOR_RESET or r.outcome != "ok":
+            continue
+        detail = _detail(r.detail)
+        out.append(Trigger("second-factor-reset", str(detail.get("account") or r.resource_id or "?"), r.ts, r.seq, {
+            "account": f"Account/{r.resource_id}" if r.resource_id else None, "name": detail.get("name"),
+            "by": r.actor, "role": r.role, "reason": _reason(r.detail), "client_address": r.client_address,
+            "sessions_closed": detail.get("sessions_closed"), "grants_revoked": detail.get("grants_revoked"),
+        }, dedupe=False))
+    return out
+
+
+def _detail(detail: str | None) -> dict:
+    try:
+        value = orjson.loads(detail) if detail else None
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _reason(detail: str | None) -> str | None:
     """The reason the user gave for an emergency override (`detail.reason`), if any."""
     try:
@@ -470,6 +499,7 @@ async def scan_tenant(
         *await _many_patients(conn, tenant, rows, state, policy),
         *_break_glass(rows, policy),
         *_after_hours(rows, policy),
+        *_second_factor_resets(rows),
     ]
     await _record(conn, tenant, triggers, policy, report)
     newest = max(r.ts for r in rows)
@@ -557,6 +587,10 @@ async def acknowledge(
         security_event.c.tenant == tenant, security_event.c.id == event_id))).mappings().first()
     if row is None:
         raise NotFound("安全事件不存在 (security event not found)")
+    if row["kind"] == "second-factor-reset" and _detail(row["detail"]).get("by") == by:
+        # separation of duties: the reset is reviewed by someone other than who made it
+        raise Forbidden("不能审核自己执行的两步验证重置，请由其他隐私保护专员或管理员处理 "
+                        "(someone else must review a reset you made)")
     await conn.execute(update(security_event).where(security_event.c.id == event_id).values(
         status=status, acknowledged_by=by[:256], acknowledged_ts=now_us()))
     row = (await conn.execute(select(security_event).where(security_event.c.id == event_id))).mappings().first()

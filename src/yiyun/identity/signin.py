@@ -376,10 +376,8 @@ async def find_patient_record(conn: AsyncConnection, tenant: str, phone: str) ->
     from yiyun.fhir.repository import FhirRepository
 
     repo = FhirRepository(conn, RequestContext(tenant=tenant, subject="system", purpose="TREAT"))
-    found = {}
-    for value in (phone, f"+86{phone}", f"+86 {phone}"):
-        for r in await repo.find("Patient", [("telecom", value)]):
-            found[r.res_id] = r
+    # the store's phone index ignores blanks, dashes and +86, however the number was written
+    found = {r.res_id for r in await repo.find("Patient", [("telecom", phone)])}
     return f"Patient/{next(iter(found))}" if len(found) == 1 else None
 
 

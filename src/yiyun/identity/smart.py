@@ -98,8 +98,8 @@ def capability_security() -> dict:
     """`CapabilityStatement.rest.security` for SMART (https://hl7.org/fhir/smart-app-launch/conformance.html#declaring-support-for-oauth2-endpoints)."""
     urls = endpoints()
     return {
-        # the OAuth endpoints answer CORS (yiyun.identity.oauth); the FHIR API does not yet
-        "cors": False,
+        # the FHIR API and the token endpoints answer CORS for allowed origins (yiyun.identity.oauth.cors)
+        "cors": True,
         "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                                  "code": "SMART-on-FHIR", "display": "SMART-on-FHIR"}],
                      "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)"}],

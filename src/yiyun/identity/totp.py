@@ -107,7 +107,8 @@ async def confirm_enrolment(conn: AsyncConnection, account_id: str, code: str) -
 
 
 async def remove_second_factor(conn: AsyncConnection, account_id: str) -> None:
-    """Reset (an administrator's action after identity checks): enrol again at next sign-in."""
+    """Reset (an administrator's action after identity checks, `yiyun.identity.second_factor_reset`,
+    which also signs the account out everywhere and audits it): enrol again at next sign-in."""
     await conn.execute(delete(totp).where(totp.c.account_id == account_id))
     await conn.execute(delete(recovery_code).where(recovery_code.c.account_id == account_id))
 

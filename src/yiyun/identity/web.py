@@ -1,5 +1,5 @@
 """Sign-in and account pages: staff password + TOTP, patient SMS codes, sessions, CSRF,
-the development SMS outbox."""
+the development SMS outbox, and the administrators' reset of a lost second factor."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ def install(app: FastAPI) -> None:
         return RedirectResponse(signin_url(exc.next_path, exc.patient), status_code=303)
 
 
+    from yiyun.identity import second_factor_reset
     from yiyun.identity.signin import router
 
     app.include_router(router)
+    second_factor_reset.install(app)

@@ -2,7 +2,7 @@
 
 Routes: `/oauth2/authorize` (GET: consent page, POST: the decision), `/oauth2/token`,
 `/oauth2/introspect`, `/oauth2/revoke`, `/oauth2/jwks`; discovery documents are in
-`yiyun.identity.smart`. See docs/oauth.md.
+`yiyun.identity.smart`; CORS for browser apps in `yiyun.identity.oauth.cors`. See docs/oauth.md.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ def install(app: FastAPI) -> None:
     from yiyun.fhir import capability
     from yiyun.identity.oauth.api import router
     from yiyun.identity.oauth.authorize import router as authorize_router
-    from yiyun.identity.oauth.revocation import OAuthCors, RevocationRefresh
+    from yiyun.identity.oauth.cors import BrowserAppCors
+    from yiyun.identity.oauth.revocation import RevocationRefresh
     from yiyun.identity.smart import capability_security
 
     app.include_router(router)
     app.include_router(authorize_router)
     app.add_middleware(RevocationRefresh)
-    app.add_middleware(OAuthCors)
+    app.add_middleware(BrowserAppCors)  # outside the session middleware: see its docstring
     if capability_security not in capability.SECURITY_CONTRIBUTORS:
         capability.SECURITY_CONTRIBUTORS.append(capability_security)

@@ -31,6 +31,7 @@ from yiyun.core.errors import BadRequest, NotFound
 from yiyun.fhir.model import now_us
 from yiyun.identity import audit
 from yiyun.identity.accounts import get_tenant
+from yiyun.identity.oauth import cors
 from yiyun.identity.oauth_tables import oauth_client
 from yiyun.identity.scopes import ResourceScope, normalise, parse_scopes
 
@@ -171,6 +172,7 @@ async def create_client(
     )])
     client = Client(client_id, tenant, name, kind, tuple(uris), scope, jwks, jwks_url, "active",
                     secret_digest(secret) if secret else None)
+    cors.origins_changed()
     return client, secret
 
 
@@ -197,6 +199,7 @@ async def disable_client(conn: AsyncConnection, client_id: str, *, by: str = "op
         raise NotFound(f"客户端 {client_id} 不存在 (no such client)")
     await conn.execute(update(oauth_client).where(oauth_client.c.client_id == client_id).values(status="disabled"))
     revoked = await revoke_client_grants(conn, client_id)
+    cors.origins_changed()
     await audit.append(conn, [audit.AuditEntry(
         tenant=client.tenant, actor=by, action="client-disabled", resource_type="OAuthClient",
         resource_id=client_id[:64], purpose="SYSADMIN", detail={"grants_revoked": revoked},

@@ -182,16 +182,19 @@ class FieldProtector:
         return self.encrypt(self.decrypt(token, purpose), purpose)
 
     # -------------------------------------------------------------- blind index
-    def blind_index(self, value: str, purpose: str, *, key_id: str | None = None) -> str:
+    def blind_index(self, value: str, purpose: str, *, key_id: str | None = None, as_written: bool = False) -> str:
+        """`as_written`: of the value without the purpose's normalisation (how an index was
+        computed before that normalisation existed; for finding rows not yet reindexed)."""
         _check_purpose(purpose)
         key_id = key_id or self.ring.current_id
         key = self.ring.derive(key_id, _BI_INFO)
-        msg = purpose.encode() + b"\x00" + normalize(value, purpose).encode("utf-8")
+        text = value if as_written else normalize(value, purpose)
+        msg = purpose.encode() + b"\x00" + text.encode("utf-8")
         return f"{key_id}.{_b64e(hmac.new(key, msg, hashlib.sha256).digest()[:BLIND_INDEX_BYTES])}"
 
-    def blind_indexes(self, value: str, purpose: str) -> list[str]:
+    def blind_indexes(self, value: str, purpose: str, *, as_written: bool = False) -> list[str]:
         """One index per key in the ring (current first): look up with `IN (...)` while rotating."""
-        return [self.blind_index(value, purpose, key_id=k) for k in self.ring.ids]
+        return [self.blind_index(value, purpose, key_id=k, as_written=as_written) for k in self.ring.ids]
 
     def blind_index_is_current(self, index: str) -> bool:
         return index.split(".", 1)[0] == self.ring.current_id

@@ -22,17 +22,27 @@ from __future__ import annotations
 
 from yiyun.fhir import protection as fhir_protection
 from yiyun.fhir.protection import FULL, Disclosure
-from yiyun.identity.protection.fields import FieldProtector, register_normalizer
+from yiyun.identity.protection.fields import (
+    FieldProtector,
+    normalize_phone,
+    normalize_resident_id,
+    register_normalizer,
+)
 from yiyun.identity.protection.keyring import field_keyring
 from yiyun.identity.protection.masking import mask_phone, mask_resident_id
 
 FULL_ROLES = frozenset({"admin", "registration"})
 FULL_PURPOSES = frozenset({"PATADMIN", "HPAYMT"})
-# FHIR token search is exact, so the store's blind indexes are of the value as written (the
-# identity tables' own indexes normalise how people type numbers; these must not).
+# The store's blind indexes are of the normalised value, so a search matches however the
+# number was typed: resident ID numbers with the check character X in either case (GB
+# 11643-1999 §5 defines it as the Roman numeral X; 'x' is a typing variant), blanks and
+# dashes dropped; phone numbers as digits only, without China's +86 / 0086 before a mobile
+# number. (FHIR token search is exact only "unless the underlying semantics of the context
+# indicate that the token should be interpreted case-insensitively",
+# https://hl7.org/fhir/R4/search.html#token.) The stored ciphertext keeps the value as written.
 _INDEX_PURPOSE = {fhir_protection.RESIDENT_ID: "fhir-resident-id", fhir_protection.PHONE: "fhir-phone"}
-for _purpose in _INDEX_PURPOSE.values():
-    register_normalizer(_purpose, lambda value: value)
+register_normalizer(_INDEX_PURPOSE[fhir_protection.RESIDENT_ID], normalize_resident_id)
+register_normalizer(_INDEX_PURPOSE[fhir_protection.PHONE], normalize_phone)
 
 
 def _own_reference(fhir_user: str | None) -> str | None:
@@ -66,7 +76,13 @@ class KeyRingValueProtector:
         return self._fp().blind_index(value, _INDEX_PURPOSE.get(kind, kind))
 
     def index_values(self, kind: str, value: str) -> list[str]:
-        return self._fp().blind_indexes(value, _INDEX_PURPOSE.get(kind, kind))
+        """The normalised value's indexes under every key, then those of the value exactly as
+        typed: rows indexed before normalisation (as written) match until `yiyun fhir reindex`
+        has rewritten them."""
+        fp, purpose = self._fp(), _INDEX_PURPOSE.get(kind, kind)
+        out = fp.blind_indexes(value, purpose)
+        out.extend(i for i in fp.blind_indexes(value, purpose, as_written=True) if i not in out)
+        return out
 
     def mask(self, kind: str, value: str) -> str:
         return mask_phone(value) if kind == fhir_protection.PHONE else mask_resident_id(value)
