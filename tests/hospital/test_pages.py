@@ -13,6 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tests.hospital.people import unique_resident_id
 from yiyun.core.db import unit_of_work
 from yiyun.identity import accounts, sessions
 
@@ -47,10 +48,20 @@ async def _staff(engine, tenant: str, name: str, roles: tuple[str, ...], fhir_re
         return await sessions.open_session(conn, acct.id, tenant)
 
 
-async def _patient(engine, tenant: str, fhir_ref: str | None = "Patient/pat-zhang") -> tuple[str, str]:
+async def _patient(engine, tenant: str, fhir_ref: str | None = "Patient/pat-zhang", *,
+                   verified: bool = True) -> tuple[str, str]:
+    """A signed-in patient, verified by real name unless `verified=False` (consulting needs it)."""
+    from yiyun.identity.auth import AuthContext
+    from yiyun.identity.verification import SandboxIdentityProvider, verify_real_name
+
     phone = "139" + "".join(random.choices("0123456789", k=8))
     async with unit_of_work(engine) as conn:
         acct = await accounts.create_patient_account(conn, phone, "张三", tenant=tenant, fhir_ref=fhir_ref)
+        if verified:
+            pid = fhir_ref.split("/", 1)[1] if fhir_ref else None
+            ctx = AuthContext(tenant=tenant, subject=acct.id, roles=("patient",), patient=pid)
+            assert (await verify_real_name(conn, ctx, acct.id, "张三", unique_resident_id(),
+                                           provider=SandboxIdentityProvider())).verified
         return await sessions.open_session(conn, acct.id, tenant)
 
 
