@@ -417,13 +417,8 @@ async def patient_reschedule(request: Request, hospital: str, appointment_id: st
 async def _admission_of(ctx: AuthContext) -> tuple[bool, bool]:
     """(verified by real name, a child under 6) of the signed-in patient, for the form;
     starting checks both again (`admission`)."""
-    from yiyun.identity.verification import is_patient_real_name_verified, is_real_name_verified
-
     async with unit_of_work(get_engine(), write=False) as conn:
-        if ctx.account_id:
-            verified = await is_real_name_verified(conn, ctx.account_id)
-        else:
-            verified = bool(ctx.patient) and await is_patient_real_name_verified(conn, ctx.tenant, ctx.patient)
+        verified = await admission.is_verified(conn, ctx.tenant, ctx.patient, ctx.account_id)
         me = None
         if ctx.patient:
             try:

@@ -33,11 +33,19 @@ class GuardianRequired(Unprocessable):
     code = "guardian-required"
 
 
-async def require_real_name(conn, tenant: str, patient_id: str) -> None:
-    """403 `real-name-required` unless the account behind Patient/`patient_id` is verified."""
-    from yiyun.identity.verification import is_patient_real_name_verified
+async def is_verified(conn, tenant: str, patient_id: str | None, account: str | None = None) -> bool:
+    """The signed-in account when it is known (a web session), else the account linked to
+    Patient/`patient_id` in `tenant` (a token names the patient)."""
+    from yiyun.identity.verification import is_patient_real_name_verified, is_real_name_verified
 
-    if not await is_patient_real_name_verified(conn, tenant, patient_id):
+    if account:
+        return await is_real_name_verified(conn, account)
+    return bool(patient_id) and await is_patient_real_name_verified(conn, tenant, patient_id)
+
+
+async def require_real_name(conn, tenant: str, patient_id: str, *, account: str | None = None) -> None:
+    """403 `real-name-required` unless the patient is verified by real name (`is_verified`)."""
+    if not await is_verified(conn, tenant, patient_id, account):
         raise RealNameRequired(
             f"请先完成实名认证再发起问诊：互联网诊疗须实名就医，请前往 {REAL_NAME_PAGE} 认证 "
             f"(real-name verification is required before an online consultation: verify at {REAL_NAME_PAGE})")

@@ -76,6 +76,7 @@ class Party:
     subject: str
     role: str  # patient | doctor
     id: str  # Patient or Practitioner id
+    account: str | None = None  # the signed-in account behind a web session, when known
 
     @property
     def ref(self) -> str:
@@ -89,7 +90,7 @@ def party_of(ctx: Any) -> Party:
         return Party(ctx.tenant, ctx.subject, "doctor", fhir_user.split("/", 1)[1])
     patient = getattr(ctx, "patient", None) or (fhir_user.split("/", 1)[1] if fhir_user.startswith("Patient/") else None)
     if patient:
-        return Party(ctx.tenant, ctx.subject, "patient", patient)
+        return Party(ctx.tenant, ctx.subject, "patient", patient, getattr(ctx, "account_id", None))
     raise Forbidden("在线问诊仅限患者本人和医生使用 (online consultations are for patients and doctors)")
 
 
@@ -322,7 +323,7 @@ async def start_consultation(
     doctor = normalise_ref(doctor, ("Practitioner",), "医生")
     department = normalise_ref(department, ("Organization", "HealthcareService"), "科室")
     appointment = normalise_ref(appointment, ("Appointment",), "预约")
-    await admission.require_real_name(work.conn, party.tenant, party.id)
+    await admission.require_real_name(work.conn, party.tenant, party.id, account=party.account)
     patient = await _must_exist(repo, party.ref, "患者")
     form = dict(form or {})
     form["guardian_accompanies"] = admission.require_guardian(patient, bool(form.get("guardian_accompanies")))
