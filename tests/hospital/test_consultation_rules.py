@@ -111,6 +111,11 @@ async def test_a_booking_in_consultation_cannot_be_cancelled(client, hospital):
     assert (await appointment(client, appt_id))["status"] == "arrived"
     c = (await client.get(f"/api/consultations/{cid}", headers=hospital.patient_headers())).json()
     assert c["state"] == "active"
+    # by the FHIR door too: an OperationOutcome, nothing changed
+    stored = await appointment(client, appt_id)
+    r = await client.put(f"/fhir/R4/Appointment/{appt_id}", json={**stored, "status": "cancelled"})
+    assert r.status_code == 409 and r.json()["resourceType"] == "OperationOutcome"
+    assert (await appointment(client, appt_id))["status"] == "arrived"
 
 
 # ------------------------------------------------------------------ real name

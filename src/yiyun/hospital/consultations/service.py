@@ -588,6 +588,10 @@ async def accept(work: Work, cid: str) -> dict:
     elif not (row.department and row.department in await doctor_departments(work)):
         raise _not_found(cid)  # never theirs to see
     # a department colleague who lost the race (or came late) learns it was taken: 409 below
+    # The booking first: a booking's change locks the Appointment, then this row (its write
+    # hook, `bookings.booking_changed`); the same order here cannot deadlock with it. A lost
+    # race below rolls the booking back with everything else.
+    await bookings.booking_arrived(work, row)
     ts = now_us()
     c = consult_session.c
     result = await work.conn.execute(
@@ -598,7 +602,6 @@ async def accept(work: Work, cid: str) -> dict:
     )
     if result.rowcount != 1:
         raise Conflict("该问诊已由其他医生接诊或已结束 (the consultation was already accepted or closed)")
-    await bookings.booking_arrived(work, row)
     doctor = await _must_exist(work.repo, work.party.ref, "医生")
     enc = (await work.repo.read("Encounter", cid)).resource
     enc = _with_status(enc, "in-progress", ts)
