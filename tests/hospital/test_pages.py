@@ -359,8 +359,9 @@ async def test_the_patient_rates_an_ended_consultation_and_the_doctor_list_shows
     r = await p.post(f"/patient/consultations/{cid}/rating", {"stars": "1"})
     assert "rating_error=" in r.headers["location"]
     assert "已评价" in (await p.get(r.headers["location"])).text
-    r = await p.post(f"/patient/consultations/{cid}/rating", {"stars": "x"})
-    assert "rating_error=" in r.headers["location"]
+    for bad in ("x", "9" * 5000, "0"):
+        r = await p.post(f"/patient/consultations/{cid}/rating", {"stars": bad})
+        assert r.status_code == 303 and "rating_error=" in r.headers["location"]
     listing = (await p.get(f"/patient/doctors?hospital={hospital.tenant}")).text
     card = listing[listing.index('data-doctor="role-li"'):]
     assert 'data-rating="5.0"' in card[:3000] and "5.0 ★" in card[:3000]

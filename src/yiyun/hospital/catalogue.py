@@ -291,12 +291,12 @@ def doctor_summary(d: Directory, role_id: str, next_slots: list[dict] | None = N
 async def with_ratings(conn: AsyncConnection, slug: str, docs) -> None:
     """Each doctor's average stars and count from patients' ratings of their consultations
     (read live: one grouped query per list)."""
-    from yiyun.hospital.consultations.ratings import doctor_ratings
+    from yiyun.hospital.consultations.ratings import doctor_ratings, summary_of
 
     docs = list(docs)
     scores = await doctor_ratings(conn, slug, [doc["practitioner"] for doc in docs])
     for doc in docs:
-        doc["rating"] = scores.get(doc["practitioner"]) or {"score": None, "count": 0, "text": "暂无评价"}
+        doc["rating"] = scores.get(doc["practitioner"]) or summary_of(None, 0)
 
 
 # ------------------------------------------------------------------ slots
@@ -434,8 +434,11 @@ async def search(conn: AsyncConnection, q: str, *, limit: int = 30) -> dict:
             if q in dept["name"] or (disease and _treats(dept["name"], disease["departments"])):
                 departments.append(dept)
         wanted = {x["id"] for x in departments if x["hospital"] == t.slug}
-        found = [doc for rid, role in doctor_roles(d).items()
-                 if _matches(doc := doctor_summary(d, rid), q) or d.service_of_role(role) in wanted]
+        found = []
+        for rid, role in doctor_roles(d).items():
+            doc = doctor_summary(d, rid)
+            if _matches(doc, q) or d.service_of_role(role) in wanted:
+                found.append(doc)
         await with_ratings(conn, t.slug, found)
         doctors.extend(found)
     return {"query": q, "disease": disease, "hospitals": hospitals[:limit], "departments": departments[:limit],

@@ -517,8 +517,8 @@ async def patient_rate(request: Request, cid: str, ctx: AuthContext = Depends(pa
     url = f"/patient/consultations/{cid}"
     try:
         form = await form_of(request)
-        stars = form.get("stars", "")
-        if not str(stars).isdigit():
+        stars = str(form.get("stars", ""))
+        if stars not in ("1", "2", "3", "4", "5"):
             raise BadRequest("请选择 1 到 5 星 (choose 1 to 5 stars)")
         await consult_api.rate(cid, RatingIn(stars=int(stars), comment=str(form.get("comment") or "")), ctx=ctx)
     except (YiyunError, ValidationError) as err:
