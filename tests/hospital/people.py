@@ -1,7 +1,7 @@
 """Patients who have passed real-name verification, made the way a patient does it: a
 patient account linked to the Patient, verified by the sandbox identity provider.
 
-Online consultations need it (《互联网诊疗管理办法（试行）》 第十七条, see
+Online consultations need it (《互联网诊疗监管细则（试行）》 第十五条, see
 yiyun.hospital.consultations.admission)."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Who may start an online consultation: the real-name rule and the under-6 rule.
 
 - Real name: patients of internet diagnosis and treatment are identified by their real
-  name (《互联网诊疗管理办法（试行）》2018 第十七条 and 《互联网诊疗监管细则（试行）》2022
-  第十五条). A patient whose account has not passed real-name verification
+  name (《互联网诊疗管理办法（试行）》2018 第十八条 and 《互联网诊疗监管细则（试行）》2022
+  第十五条, as cited by `yiyun.identity.verification`). A patient whose account has not passed real-name verification
   (`yiyun.identity.verification`) is refused with code `real-name-required` and sent to
   `/me/real-name`.
 - Children under 6: online care for a child under six needs the child's guardian and a
