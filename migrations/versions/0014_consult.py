@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014_consult"
-down_revision = "0011_consultation"
+down_revision = "0013_identity"
 branch_labels = None
 depends_on = None
 
