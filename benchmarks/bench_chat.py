@@ -256,6 +256,22 @@ async def queue_latency(base: str, doctor: str, requests: int) -> dict:
     return {**stats(times), "waiting_in_queue": len(first["waiting"]), "active_of_doctor": len(first["active"])}
 
 
+async def verify_bench_patients(url: str, work: Path, count: int) -> None:
+    """Online consultations need the patient's real name: verified before the server starts."""
+    from real_name import verify_patients
+
+    from yiyun.core.db import create_engine_for
+    from yiyun.core.settings import get_settings
+
+    os.environ.update({"YIYUN_DATA_DIR": str(work), "YIYUN_SECRET_KEY": SECRET})
+    get_settings.cache_clear()
+    engine = create_engine_for(url)
+    try:
+        await verify_patients(engine, TENANT, [f"p{i}" for i in range(count)])
+    finally:
+        await engine.dispose()
+
+
 def run_backend(backend: str, args) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-chat-"))
     url = new_database(backend, work, "chat")
@@ -266,6 +282,7 @@ def run_backend(backend: str, args) -> dict:
         env["YIYUN_REDIS_URL"] = args.redis
     subprocess.run([sys.executable, "-m", "yiyun.cli", "db", "upgrade"], env=env, cwd=REPO, check=True,
                    capture_output=True)
+    asyncio.run(verify_bench_patients(url, work, args.open + args.waiting))
     proc, base = start_server(env)
     try:
         t0 = time.perf_counter()

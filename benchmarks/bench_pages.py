@@ -97,6 +97,9 @@ async def build(engine) -> tuple[str, str]:
                                                         fhir_ref="Patient/pat-0")
         doctor_cookie, _ = await sessions.open_session(conn, doctor.id, HOSPITAL)
         patient_cookie, _ = await sessions.open_session(conn, patient.id, HOSPITAL)
+    from real_name import verify_patients
+
+    await verify_patients(engine, HOSPITAL, [f"pat-{i}" for i in range(WAITING + ACTIVE)])
     for i in range(WAITING + ACTIVE):
         party = service.Party(HOSPITAL, f"bench:pat-{i}", "patient", f"pat-{i}")
         async with service.open_work(party, engine=engine) as work:

@@ -14,12 +14,15 @@ import re
 import subprocess
 import sys
 
+from datetime import date
+
 import httpx
 import pyotp
 import pytest
 
 from tests.conftest import REPO, running_server
 from tests.e2e.conftest import screenshot
+from yiyun.core import resident_id
 
 pytestmark = pytest.mark.browser
 PASSWORD = "Correct-horse-battery-9"
@@ -140,9 +143,21 @@ def test_patient_books_and_consults_doctor_accepts_replies_and_writes_the_record
     _no_sideways_scroll(p)
     screenshot(p, "hospital-patient-booked-phone")
 
-    # --- starts a text consultation for the booking, with a photo
+    # --- starts a text consultation for the booking: first told to verify the real name
     p.click("text=开始在线问诊")
     p.wait_for_url(re.compile(r"/patient/consult/new"))
+    consult_form = p.url
+    assert "实名" in p.locator("#real-name-needed").inner_text()
+    _no_sideways_scroll(p)
+    screenshot(p, "hospital-patient-real-name-needed-phone")
+    p.click("#go-real-name")
+    p.wait_for_url(base + "/me/real-name")
+    p.fill("#rn-name", "王小明")
+    p.fill("#rn-id", resident_id.build("310101", date(1990, 1, 1), 246))  # 王小明 in the sandbox
+    p.click("#real-name-form button[type=submit]")
+    p.locator("#verified").wait_for(timeout=WAIT)
+    # --- then the consultation, with a photo
+    p.goto(consult_form)
     p.fill("textarea[name=chief_complaint]", "咳嗽一周，夜间加重")
     p.fill("input[name=duration]", "7天")
     p.fill("input[name=allergies]", "青霉素")

@@ -4,6 +4,7 @@ the video, hanging up ends the call on both sides and the call is kept in the re
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from tests.conftest import IN_CI, REPO, auth_headers, running_server
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, screenshot
+from tests.hospital.people import verify_patients
 from tests.hospital.test_consultation import ENDO, FORM, clinic_resources
 
 MEDIA_ARGS = [
@@ -35,10 +37,23 @@ def video_server(tmp_path, monkeypatch):
     subprocess.run([sys.executable, "-m", "yiyun.cli", "db", "upgrade"], env=env, cwd=REPO, check=True,
                    capture_output=True)
     monkeypatch.setenv("YIYUN_SECRET_KEY", secret)
+    monkeypatch.setenv("YIYUN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("YIYUN_DATABASE_URL", env["YIYUN_DATABASE_URL"])
     get_settings.cache_clear()
+    asyncio.run(_verified_patient(env["YIYUN_DATABASE_URL"]))  # online consultations need the real name
     with running_server(env) as base:
         yield base
     get_settings.cache_clear()
+
+
+async def _verified_patient(url: str) -> None:
+    from yiyun.core.db import create_engine_for
+
+    engine = create_engine_for(url)
+    try:
+        await verify_patients(engine, TENANT, {"pat-zhang": "张三"})
+    finally:
+        await engine.dispose()
 
 
 def headers(kind: str, pid: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from datetime import date, timedelta
 import pytest_asyncio
 
 from tests.conftest import auth_headers
+from tests.hospital.people import verify_patients
 
 FHIR = "/fhir/R4"
 
@@ -97,7 +98,9 @@ async def hospital(repo_factory, tenant, engine):
     from yiyun.hospital.booking import appointment_write_hook
 
     register_write_hook("Appointment", appointment_write_hook)
-    return await build_hospital(repo_factory, tenant)
+    h = await build_hospital(repo_factory, tenant)
+    await verify_patients(engine, tenant, {"pat-zhang": "张三", "pat-wang": "王五"})
+    return h
 
 
 def book_parameters(slot_id: str, patient: str = "pat-zhang", status: str = "proposed") -> dict:

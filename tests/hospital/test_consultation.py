@@ -15,6 +15,7 @@ import pytest_asyncio
 from PIL import Image
 
 from tests.conftest import auth_headers
+from tests.hospital.people import verify_patients
 
 ENDO = "HealthcareService/hs-endo"
 RESP = "HealthcareService/hs-resp"
@@ -72,11 +73,15 @@ def clinic_resources() -> list[dict]:
     return out
 
 
+VERIFIED = {"pat-zhang": "张三", "pat-wang": "王五", "pat-liu": "刘六"}  # real-name verified patients
+
+
 @pytest_asyncio.fixture
-async def clinic(repo_factory, tenant) -> Clinic:
+async def clinic(repo_factory, tenant, engine) -> Clinic:
     async with repo_factory() as repo:
         for r in clinic_resources():
             await repo.update(r["resourceType"], r["id"], r)
+    await verify_patients(engine, tenant, VERIFIED)
     return Clinic(tenant)
 
 

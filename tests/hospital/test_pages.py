@@ -13,6 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tests.hospital.people import unique_resident_id
 from yiyun.core.db import unit_of_work
 from yiyun.identity import accounts, sessions
 
@@ -47,10 +48,20 @@ async def _staff(engine, tenant: str, name: str, roles: tuple[str, ...], fhir_re
         return await sessions.open_session(conn, acct.id, tenant)
 
 
-async def _patient(engine, tenant: str, fhir_ref: str | None = "Patient/pat-zhang") -> tuple[str, str]:
+async def _patient(engine, tenant: str, fhir_ref: str | None = "Patient/pat-zhang", *,
+                   verified: bool = True) -> tuple[str, str]:
+    """A signed-in patient, verified by real name unless `verified=False` (consulting needs it)."""
+    from yiyun.identity.auth import AuthContext
+    from yiyun.identity.verification import SandboxIdentityProvider, verify_real_name
+
     phone = "139" + "".join(random.choices("0123456789", k=8))
     async with unit_of_work(engine) as conn:
         acct = await accounts.create_patient_account(conn, phone, "张三", tenant=tenant, fhir_ref=fhir_ref)
+        if verified:
+            pid = fhir_ref.split("/", 1)[1] if fhir_ref else None
+            ctx = AuthContext(tenant=tenant, subject=acct.id, roles=("patient",), patient=pid)
+            assert (await verify_real_name(conn, ctx, acct.id, "张三", unique_resident_id(),
+                                           provider=SandboxIdentityProvider())).verified
         return await sessions.open_session(conn, acct.id, tenant)
 
 
@@ -283,3 +294,77 @@ async def test_follow_up_booking_referral_and_handover_from_the_consultation(peo
         assert "error=" in r.headers["location"]
     finally:
         await zhao.aclose()
+
+
+# ------------------------------------------------------------------ consultation rules on the pages
+async def test_an_unverified_patient_is_told_why_and_sent_to_real_name(client, engine, hospital):
+    p = Browser(client.app, *await _patient(engine, hospital.tenant, verified=False))
+    try:
+        r = await p.get(f"/patient/consult/new?hospital={hospital.tenant}&doctor=role-li")
+        assert r.status_code == 403 and 'id="real-name-needed"' in r.text
+        assert 'href="/me/real-name"' in r.text and "实名" in r.text
+        assert 'id="consult-form"' not in r.text
+        r = await p.post("/patient/consult", {"hospital": hospital.tenant, "doctor": "role-li", "mode": "text",
+                                             "chief_complaint": "咳嗽"})
+        assert r.status_code == 403 and 'href="/me/real-name"' in r.text
+        assert "/patient/consultations/" not in r.headers.get("location", "")
+    finally:
+        await p.aclose()
+
+
+async def test_a_child_under_six_consults_with_the_guardian_and_the_doctor_sees_the_flag(client, engine, hospital,
+                                                                                       repo_factory, people):
+    from yiyun.hospital.codes import today_local
+
+    today = today_local()
+    birth = today.replace(year=today.year - 3, day=min(today.day, 28)).isoformat()
+    async with repo_factory() as repo:
+        await repo.update("Patient", "pat-kid", {"resourceType": "Patient", "id": "pat-kid",
+                                                 "name": [{"text": "张小小"}], "birthDate": birth})
+    guardian = Browser(client.app, *await _patient(engine, hospital.tenant, "Patient/pat-kid"))
+    try:
+        r = await guardian.get(f"/patient/consult/new?hospital={hospital.tenant}&doctor=role-li")
+        assert r.status_code == 200 and 'name="guardian_accompanies"' in r.text
+        form = {"hospital": hospital.tenant, "doctor": "role-li", "mode": "text", "chief_complaint": "发热一天"}
+        r = await guardian.post("/patient/consult", form)
+        assert r.status_code == 422 and "监护人" in r.text
+        r = await guardian.post("/patient/consult", {**form, "guardian_accompanies": "1"})
+        assert r.status_code == 303, r.text[:500]
+        cid = r.headers["location"].rsplit("/", 1)[1].split("?")[0]
+    finally:
+        await guardian.aclose()
+    d = people["doctor"]
+    assert "6岁以下儿童 — 监护人陪同" in (await d.get("/doctor")).text
+    page = (await d.get(f"/doctor/consultations/{cid}")).text
+    assert 'id="child-flag"' in page and "6岁以下儿童 — 监护人陪同" in page and "data-guardian" in page
+    # an adult's form has no such box
+    assert 'name="guardian_accompanies"' not in (await people["patient"].get(
+        f"/patient/consult/new?hospital={hospital.tenant}&doctor=role-li")).text
+
+
+async def test_the_patient_rates_an_ended_consultation_and_the_doctor_list_shows_it(people, hospital):
+    p, d = people["patient"], people["doctor"]
+    r = await p.post("/patient/consult", {"hospital": hospital.tenant, "doctor": "role-li", "mode": "text",
+                                         "chief_complaint": "咳嗽"})
+    cid = r.headers["location"].rsplit("/", 1)[1].split("?")[0]
+    assert 'id="rating-form"' not in (await p.get(f"/patient/consultations/{cid}")).text  # not ended yet
+    await d.post(f"/doctor/consultations/{cid}/accept")
+    await d.post(f"/doctor/consultations/{cid}/end", {"reason": ""})
+    page = (await p.get(f"/patient/consultations/{cid}")).text
+    assert 'id="rating-form"' in page
+    r = await p.post(f"/patient/consultations/{cid}/rating", {"stars": "5", "comment": "讲解清楚 " + EVIL})
+    assert r.status_code == 303 and "rating_error" not in r.headers["location"]
+    page = (await p.get(f"/patient/consultations/{cid}")).text
+    assert 'id="rating-form"' not in page and 'data-stars="5"' in page and EVIL not in page
+    r = await p.post(f"/patient/consultations/{cid}/rating", {"stars": "1"})
+    assert "rating_error=" in r.headers["location"]
+    assert "已评价" in (await p.get(r.headers["location"])).text
+    for bad in ("x", "9" * 5000, "0"):
+        r = await p.post(f"/patient/consultations/{cid}/rating", {"stars": bad})
+        assert r.status_code == 303 and "rating_error=" in r.headers["location"]
+    listing = (await p.get(f"/patient/doctors?hospital={hospital.tenant}")).text
+    card = listing[listing.index('data-doctor="role-li"'):]
+    assert 'data-rating="5.0"' in card[:3000] and "5.0 ★" in card[:3000]
+    doctor_page = (await p.get(f"/patient/doctors/{hospital.tenant}/role-li")).text
+    assert "5.0 ★" in doctor_page
+    assert "讲解清楚" in (await d.get(f"/doctor/consultations/{cid}")).text

@@ -73,6 +73,9 @@ async def test_demo_accounts(fresh_engine, demo_data):
         p = patients[0]
         acct = await accounts.find_by_phone(conn, p["phone"])
         assert await accounts.patient_link(conn, acct.id, p["tenant"]) == p["fhir_ref"]
+        from yiyun.identity.verification import is_real_name_verified
+
+        assert await is_real_name_verified(conn, acct.id)  # demo patients can consult online
     async with unit_of_work(engine) as conn:
         cookie, _ = await sessions.open_session(conn, acct.id, p["tenant"])
         user = await sessions.signed_in(conn, cookie, base_url="http://testserver/fhir/R4")

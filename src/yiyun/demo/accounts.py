@@ -7,7 +7,9 @@
 - `auditor` (auditor in every hospital and clinic: the tenant switcher picks one);
 - `cdc-officer` (cdc-officer of the CDC tenant);
 - patient accounts for 50 demo patients (the first ones of each hospital and clinic), by
-  their mobile number, linked to their Patient.
+  their mobile number, linked to their Patient, and verified by real name with the
+  Patient's (synthetic) resident ID number through the sandbox identity provider, so
+  they can start online consultations (which need the real name).
 
 All staff share `DEMO_PASSWORD`; it is hashed once (argon2id is deliberately slow) and the
 hash reused. Staff enrol their TOTP second factor at first sign-in. Patients sign in with
@@ -45,6 +47,15 @@ def _mobile(resource: dict) -> str | None:
     for t in resource.get("telecom", []):
         if t.get("system") == "phone" and t.get("value"):
             return t["value"]
+    return None
+
+
+def _resident_id(resource: dict) -> str | None:
+    from yiyun.demo.fhirutil import RESIDENT_ID_SYSTEM
+
+    for ident in resource.get("identifier", []):
+        if ident.get("system") == RESIDENT_ID_SYSTEM and ident.get("value"):
+            return str(ident["value"])
     return None
 
 
@@ -92,7 +103,8 @@ def plan_accounts(data) -> tuple[list[dict], list[dict]]:
             continue
         seen_phones.add(phone)
         taken[tenant] = taken.get(tenant, 0) + 1
-        patients.append({"phone": phone, "name": _name(r), "tenant": tenant, "fhir_ref": f"Patient/{r['id']}"})
+        patients.append({"phone": phone, "name": _name(r), "tenant": tenant, "fhir_ref": f"Patient/{r['id']}",
+                         "resident_id": _resident_id(r)})
         if len(patients) >= DEMO_PATIENTS:
             break
     return staff, patients
@@ -122,9 +134,23 @@ async def create_demo_accounts(engine: AsyncEngine, data) -> dict:
             counts["staff"] += 1
         for p in patients:
             try:
-                await accounts.create_patient_account(conn, p["phone"], p["name"], tenant=p["tenant"],
-                                                      fhir_ref=p["fhir_ref"], password_hash=shared_hash)
+                acct = await accounts.create_patient_account(conn, p["phone"], p["name"], tenant=p["tenant"],
+                                                             fhir_ref=p["fhir_ref"], password_hash=shared_hash)
             except Conflict:
                 continue
+            await _verify_real_name(conn, acct.id, p)
             counts["patients"] += 1
     return counts
+
+
+async def _verify_real_name(conn, account_id: str, p: dict) -> None:
+    """The demo patient's real name, checked by the sandbox provider whatever provider the
+    deployment names: the demo's identities are synthetic and no real service knows them."""
+    from yiyun.identity.auth import AuthContext
+    from yiyun.identity.verification import SandboxIdentityProvider, verify_real_name
+
+    if not p.get("resident_id"):
+        return
+    ctx = AuthContext(tenant=p["tenant"], subject="system:demo", roles=("patient",),
+                      patient=p["fhir_ref"].split("/", 1)[1])
+    await verify_real_name(conn, ctx, account_id, p["name"], p["resident_id"], provider=SandboxIdentityProvider())

@@ -44,7 +44,6 @@ from yiyun.hospital.codes import (
 
 HOSPITAL_KINDS = ("hospital", "clinic")
 CACHE_SECONDS = 30.0
-NO_RATING = "暂无评价"
 
 
 def directory_repo(conn: AsyncConnection, tenant: str) -> FhirRepository:
@@ -284,9 +283,20 @@ def doctor_summary(d: Directory, role_id: str, next_slots: list[dict] | None = N
         "department_id": service_id,
         "introduction": _introduction(role, prac),
         "services": services,
-        "rating": {"count": 0, "score": None, "text": NO_RATING},
+        "rating": None,  # filled from patients' ratings by `with_ratings`
         "next_slots": next_slots or [],
     }
+
+
+async def with_ratings(conn: AsyncConnection, slug: str, docs) -> None:
+    """Each doctor's average stars and count from patients' ratings of their consultations
+    (read live: one grouped query per list)."""
+    from yiyun.hospital.consultations.ratings import doctor_ratings, summary_of
+
+    docs = list(docs)
+    scores = await doctor_ratings(conn, slug, [doc["practitioner"] for doc in docs])
+    for doc in docs:
+        doc["rating"] = scores.get(doc["practitioner"]) or summary_of(None, 0)
 
 
 # ------------------------------------------------------------------ slots
@@ -389,6 +399,7 @@ async def list_doctors(conn: AsyncConnection, slug: str, *, department: str | No
         nxt = sorted((s for sv in doc["services"] for s in by_schedule.get(sv["schedule"], [])),
                      key=lambda s: s["start"])
         doc["next_slots"] = nxt[:next_count]
+    await with_ratings(conn, slug, docs.values())
     return sorted(docs.values(), key=lambda doc: (doc["department"] or "", doc["name"] or ""))
 
 
@@ -397,6 +408,7 @@ async def get_doctor(conn: AsyncConnection, slug: str, role_id: str, *, days: in
     if role_id not in doctor_roles(d):
         raise NotFound(f"未找到医生 {role_id!r} (doctor not found)")
     doc = doctor_summary(d, role_id)
+    await with_ratings(conn, slug, [doc])
     slots = await free_slots(conn, slug, [s["schedule"] for s in doc["services"]], days=days, count=1000)
     doc["next_slots"] = slots[:3]
     doc["slots"] = slots
@@ -422,10 +434,13 @@ async def search(conn: AsyncConnection, q: str, *, limit: int = 30) -> dict:
             if q in dept["name"] or (disease and _treats(dept["name"], disease["departments"])):
                 departments.append(dept)
         wanted = {x["id"] for x in departments if x["hospital"] == t.slug}
+        found = []
         for rid, role in doctor_roles(d).items():
             doc = doctor_summary(d, rid)
             if _matches(doc, q) or d.service_of_role(role) in wanted:
-                doctors.append(doc)
+                found.append(doc)
+        await with_ratings(conn, t.slug, found)
+        doctors.extend(found)
     return {"query": q, "disease": disease, "hospitals": hospitals[:limit], "departments": departments[:limit],
             "doctors": doctors[:limit]}
 

@@ -1,5 +1,6 @@
 """Online-consultation tables for what is not clinical: queue state, message sequence,
-read receipts, uploads and calls (migration 0011_consultation).
+read receipts, uploads and calls (migration 0011_consultation); patients' ratings of
+ended consultations (migration 0014_consult).
 
 The clinical facts are FHIR resources: the consultation is an Encounter, each chat
 message a Communication, the pre-consultation form a QuestionnaireResponse, the visit
@@ -36,6 +37,8 @@ consult_session = Table(
     Index("ix_consult_session_queue", "tenant", "state", "created_us"),
     Index("ix_consult_session_patient", "tenant", "patient_id"),
     Index("ix_consult_session_doctor", "tenant", "doctor_id", "state"),
+    # the consultation of a booking, looked up when the booking changes status
+    Index("ix_consult_session_appointment", "tenant", "appointment_id"),
 )
 
 # The conversation's order: sequence number → the Communication that holds the message.
@@ -84,4 +87,20 @@ consult_call = Table(
     Column("ended_us", BigInteger, nullable=True),
     Column("ended_by", String(8), nullable=True),
     Index("ix_consult_call_consultation", "tenant", "consultation_id"),
+)
+
+# A patient's rating of an ended consultation: one per consultation, by its own patient.
+# Not clinical (a satisfaction score), so an ordinary table; the doctor is the one who held
+# the consultation when it ended, so a doctor's average needs no join.
+consult_rating = Table(
+    "consult_rating",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("consultation_id", String(64), primary_key=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("practitioner_id", String(64), nullable=False),
+    Column("stars", Integer, nullable=False),  # 1..5
+    Column("comment", String(200), nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Index("ix_consult_rating_practitioner", "tenant", "practitioner_id"),
 )

@@ -32,6 +32,7 @@ from yiyun.fhir.repository import FhirRepository
 from yiyun.hospital import api as hospital_api
 from yiyun.hospital import booking, catalogue
 from yiyun.hospital.codes import CHINA_TZ, CONSULTATION_TYPES, parse_instant, ref_id, today_local
+from yiyun.hospital.consultations import admission
 from yiyun.hospital.consultations import api as consult_api
 from yiyun.hospital.consultations import records as consult_records
 from yiyun.hospital.consultations import service as consult_service
@@ -39,6 +40,7 @@ from yiyun.hospital.consultations.schemas import (
     EndIn,
     HandoverIn,
     PreConsultationForm,
+    RatingIn,
     ReferralIn,
     StartConsultation,
     VisitRecordIn,
@@ -412,6 +414,24 @@ async def patient_reschedule(request: Request, hospital: str, appointment_id: st
 
 
 # ------------------------------------------------------------------ patient: consultations
+async def _admission_of(ctx: AuthContext) -> tuple[bool, bool]:
+    """(verified by real name, a child under 6) of the signed-in patient, for the form;
+    starting checks both again (`admission`)."""
+    async with unit_of_work(get_engine(), write=False) as conn:
+        verified = await admission.is_verified(conn, ctx.tenant, ctx.patient, ctx.account_id)
+        me = None
+        if ctx.patient:
+            try:
+                me = (await FhirRepository(conn, ctx).read("Patient", ctx.patient)).resource
+            except YiyunError:
+                me = None  # no record here yet: made when the consultation starts
+    return verified, admission.is_young_child(me)
+
+
+def real_name_needed(request: Request, back_url: str | None = None) -> HTMLResponse:
+    return page(request, "hospital/patient_real_name_needed.html", 403, tab="consult", back_url=back_url)
+
+
 @router.get("/patient/consult/new")
 async def patient_consult_form(request: Request, hospital: str | None = Query(None, max_length=64),
                                doctor: str | None = Query(None, max_length=64),
@@ -420,6 +440,9 @@ async def patient_consult_form(request: Request, hospital: str | None = Query(No
                                mode: str = Query("text", pattern="^(text|video)$"),
                                ctx: AuthContext = Depends(patient_user)):
     hospital = hospital or ctx.tenant
+    verified, child = await _admission_of(ctx)
+    if not verified:
+        return real_name_needed(request, str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""))
     try:
         async with unit_of_work(get_engine(), write=False) as conn:
             d = await catalogue.load_directory(conn, hospital)
@@ -430,7 +453,7 @@ async def patient_consult_form(request: Request, hospital: str | None = Query(No
     doctor_info = catalogue.doctor_summary(d, doctor) if doctor and doctor in d.roles else None
     return page(request, "hospital/patient_consult_new.html", tab="consult", hospital=catalogue.hospital_summary(d),
                 doctor=doctor_info, departments=departments, department=department or "",
-                appointment=appointment or "", mode=mode, error=None, form={})
+                appointment=appointment or "", mode=mode, error=None, form={}, child=child)
 
 
 @router.post("/patient/consult")
@@ -455,10 +478,13 @@ async def patient_consult_start(request: Request, ctx: AuthContext = Depends(pat
                                  appointment=appointment, form=PreConsultationForm(
                                      chief_complaint=form.get("chief_complaint", ""), duration=form.get("duration", ""),
                                      history=form.get("history", ""), allergies=form.get("allergies", ""),
-                                     medications=form.get("medications", "")))
+                                     medications=form.get("medications", ""),
+                                     guardian_accompanies=form.get("guardian_accompanies") == "1"))
         if not body.form.chief_complaint:
             raise BadRequest("请填写主诉：哪里不舒服 (describe what troubles you)")
         started = _json(await consult_api.start(body, ctx=pctx))
+    except admission.RealNameRequired:
+        return real_name_needed(request)
     except (YiyunError, ValidationError) as err:
         return problem(request, getattr(err, "status", 400), error_text(err))
     photos = [f for f in (await request.form()).getlist("photos") if getattr(f, "filename", None)][:MAX_PHOTOS]
@@ -486,8 +512,23 @@ async def patient_consultations(request: Request, ctx: AuthContext = Depends(pat
                 hospital=ctx.tenant)
 
 
+@router.post("/patient/consultations/{cid}/rating")
+async def patient_rate(request: Request, cid: str, ctx: AuthContext = Depends(patient_user)):
+    url = f"/patient/consultations/{cid}"
+    try:
+        form = await form_of(request)
+        stars = str(form.get("stars", ""))
+        if stars not in ("1", "2", "3", "4", "5"):
+            raise BadRequest("请选择 1 到 5 星 (choose 1 to 5 stars)")
+        await consult_api.rate(cid, RatingIn(stars=int(stars), comment=str(form.get("comment") or "")), ctx=ctx)
+    except (YiyunError, ValidationError) as err:
+        return back(url, rating_error=error_text(err))
+    return back(url)
+
+
 @router.get("/patient/consultations/{cid}")
 async def patient_consultation(request: Request, cid: str, photo_error: str = "",
+                               rating_error: str = Query("", max_length=300),
                                ctx: AuthContext = Depends(patient_user)):
     try:
         detail = await consult_api.detail(cid, ctx=ctx)
@@ -495,7 +536,7 @@ async def patient_consultation(request: Request, cid: str, photo_error: str = ""
     except YiyunError as err:
         return problem(request, err.status, err.message)
     return page(request, "hospital/patient_consultation.html", tab="consult", c=detail, record=_record_view(record),
-                photo_error=bool(photo_error))
+                photo_error=bool(photo_error), rating_error=rating_error)
 
 
 def _record_view(record: dict | None) -> dict | None:

@@ -7,11 +7,12 @@ from fastapi.responses import JSONResponse, Response
 
 from yiyun.core.errors import BadRequest
 from yiyun.identity.auth import AuthContext, require_subject
-from yiyun.hospital.consultations import chat, records, service, signalling, uploads, writer
+from yiyun.hospital.consultations import chat, ratings, records, service, signalling, uploads, writer
 from yiyun.hospital.consultations.schemas import (
     EndIn,
     HandoverIn,
     MessageIn,
+    RatingIn,
     ReadIn,
     ReferralIn,
     StartConsultation,
@@ -29,7 +30,9 @@ def _party(ctx: AuthContext) -> service.Party:
 
 @router.post("", status_code=201)
 async def start(body: StartConsultation, ctx: AuthContext = Depends(require_subject)):
-    """Start a 图文问诊 (text) or 视频问诊 (video) with a doctor, a department or for a booking."""
+    """Start a 图文问诊 (text) or 视频问诊 (video) with a doctor, a department or for a booking.
+    403 `real-name-required` until the patient is verified by real name (/me/real-name);
+    422 `guardian-required` for a child under 6 without `form.guardian_accompanies`."""
     async with open_work(_party(ctx)) as work:
         out = await service.start_consultation(
             work, mode=body.mode, doctor=body.doctor, department=body.department, appointment=body.appointment,
@@ -57,6 +60,7 @@ async def detail(cid: str, ctx: AuthContext = Depends(require_subject)):
         out = await service.consultation_detail(work, cid)
         if out["relation"] != "patient":
             out["handovers"] = await service.handover_notes(work, cid)
+        out["rating"] = await ratings.rating_of(work, cid)
         return out
 
 
@@ -76,6 +80,19 @@ async def end(cid: str, body: EndIn | None = None, ctx: AuthContext = Depends(re
 async def cancel(cid: str, ctx: AuthContext = Depends(require_subject)):
     async with open_work(_party(ctx)) as work:
         return await service.cancel(work, cid)
+
+
+@router.post("/{cid}/rating", status_code=201)
+async def rate(cid: str, body: RatingIn, ctx: AuthContext = Depends(require_subject)):
+    """The patient rates the ended consultation once: 1-5 stars and an optional comment."""
+    async with open_work(_party(ctx)) as work:
+        return await ratings.rate(work, cid, stars=body.stars, comment=body.comment)
+
+
+@router.get("/{cid}/rating")
+async def get_rating(cid: str, ctx: AuthContext = Depends(require_subject)):
+    async with open_work(_party(ctx), write=False) as work:
+        return {"rating": await ratings.rating_of(work, cid)}
 
 
 @router.post("/{cid}/handover")

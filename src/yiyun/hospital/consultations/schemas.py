@@ -19,6 +19,8 @@ class PreConsultationForm(_Body):
     history: str = Field(default="", max_length=2000, description="既往史")
     allergies: str = Field(default="", max_length=1000, description="过敏史")
     medications: str = Field(default="", max_length=2000, description="目前用药")
+    guardian_accompanies: bool = Field(
+        default=False, description="监护人确认全程陪同: required for a child under 6 (docs/consultation.md)")
 
 
 class StartConsultation(_Body):
@@ -64,6 +66,11 @@ class VisitRecordIn(_Body):
     diagnoses: list[DiagnosisIn] = Field(default_factory=list, max_length=10)
     advice: str = Field(default="", max_length=4000, description="处理意见")
     referral: ReferralIn | None = None
+
+
+class RatingIn(_Body):
+    stars: int = Field(ge=1, le=5, description="1-5 stars")
+    comment: str = Field(default="", max_length=200, description="optional, up to 200 characters")
 
 
 class EndIn(_Body):

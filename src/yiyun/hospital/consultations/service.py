@@ -40,6 +40,7 @@ from yiyun.core.realtime import get_broker
 from yiyun.fhir.model import RequestContext, instant_from_us, now_us
 from yiyun.fhir.repository import FhirRepository
 from yiyun.hospital.consultation_models import consult_call, consult_message, consult_session
+from yiyun.hospital.consultations import admission, bookings
 
 BASE = "https://yiyun.example.cn/fhir"
 CS = f"{BASE}/CodeSystem"
@@ -63,6 +64,7 @@ FORM_FIELDS = (  # linkId, question
     ("allergies", "过敏史"),
     ("medications", "目前用药"),
 )
+GUARDIAN_ITEM = ("guardian-accompanies", "监护人确认全程陪同患儿问诊")  # admission: children under 6
 
 
 # ------------------------------------------------------------------ who
@@ -74,6 +76,7 @@ class Party:
     subject: str
     role: str  # patient | doctor
     id: str  # Patient or Practitioner id
+    account: str | None = None  # the signed-in account behind a web session, when known
 
     @property
     def ref(self) -> str:
@@ -87,7 +90,7 @@ def party_of(ctx: Any) -> Party:
         return Party(ctx.tenant, ctx.subject, "doctor", fhir_user.split("/", 1)[1])
     patient = getattr(ctx, "patient", None) or (fhir_user.split("/", 1)[1] if fhir_user.startswith("Patient/") else None)
     if patient:
-        return Party(ctx.tenant, ctx.subject, "patient", patient)
+        return Party(ctx.tenant, ctx.subject, "patient", patient, getattr(ctx, "account_id", None))
     raise Forbidden("在线问诊仅限患者本人和医生使用 (online consultations are for patients and doctors)")
 
 
@@ -310,7 +313,8 @@ async def start_consultation(
     form: dict | None = None,
 ) -> dict:
     """A patient asks for a consultation with a doctor, a department ("first available"),
-    or for a booked Appointment. Returns the consultation's summary."""
+    or for a booked Appointment. Returns the consultation's summary. The patient must be
+    verified by real name, and a child under six accompanied by the guardian (`admission`)."""
     party, repo = work.party, work.repo
     if party.role != "patient":
         raise Forbidden("只有患者可以发起问诊 (only patients start consultations)")
@@ -319,12 +323,16 @@ async def start_consultation(
     doctor = normalise_ref(doctor, ("Practitioner",), "医生")
     department = normalise_ref(department, ("Organization", "HealthcareService"), "科室")
     appointment = normalise_ref(appointment, ("Appointment",), "预约")
+    await admission.require_real_name(work.conn, party.tenant, party.id, account=party.account)
     patient = await _must_exist(repo, party.ref, "患者")
+    form = dict(form or {})
+    form["guardian_accompanies"] = admission.require_guardian(patient, bool(form.get("guardian_accompanies")))
     if appointment:
-        doctor, department = await _from_appointment(repo, appointment, party, doctor, department)
+        appt = await _own_appointment(repo, appointment, party)
         existing = await _consultation_of_appointment(work, appointment.split("/", 1)[1])
         if existing is not None:  # a second tap on "start": the booking's consultation, not another
             return {**summary(existing), "existing": True}
+        doctor, department = await _from_appointment(repo, appt, doctor, department)
     if not doctor and not department:
         raise BadRequest("请选择医生或科室 (choose a doctor or a department)")
     doctor_res = await _must_exist(repo, doctor, "医生") if doctor else None
@@ -332,7 +340,6 @@ async def start_consultation(
         await _must_exist(repo, department, "科室")
     if doctor and department and department not in await doctor_departments(work, doctor.split("/", 1)[1]):
         raise BadRequest("所选医生不在该科室 (the doctor does not work in that department)")
-    form = form or {}
     ts = now_us()
     encounter: dict[str, Any] = {
         "resourceType": "Encounter",
@@ -354,7 +361,7 @@ async def start_consultation(
     enc = (await repo.create(encounter)).stored
     cid = enc.res_id
     form_id = None
-    if any((form.get(k.replace("-", "_")) or "").strip() for k, _ in FORM_FIELDS):
+    if form["guardian_accompanies"] or any((form.get(k.replace("-", "_")) or "").strip() for k, _ in FORM_FIELDS):
         form_id = (await repo.create(_form_resource(cid, party, form, ts))).stored.res_id
     await work.conn.execute(insert(consult_session).values(
         tenant=party.tenant, id=cid, patient_id=party.id, doctor_id=doctor.split("/", 1)[1] if doctor else None,
@@ -376,12 +383,17 @@ async def _consultation_of_appointment(work: Work, appointment_id: str):
         c.tenant == work.party.tenant, c.appointment_id == appointment_id, c.state != "cancelled"))).first()
 
 
-async def _from_appointment(repo, appointment, party, doctor, department):
+async def _own_appointment(repo, appointment: str, party: Party) -> dict:
     appt = await _must_exist(repo, appointment, "预约")
     actors = [(p.get("actor") or {}).get("reference", "") for p in appt.get("participant") or []]
     if party.ref not in actors:
         # another patient's booking is not found, as if it did not exist
         raise NotFound(f"预约不存在: {appointment} (appointment not found)")
+    return appt
+
+
+async def _from_appointment(repo, appt: dict, doctor, department):
+    actors = [(p.get("actor") or {}).get("reference", "") for p in appt.get("participant") or []]
     if appt.get("status") not in ("booked", "arrived", "checked-in", "pending"):
         raise Conflict(f"预约状态为 {appt.get('status')}，不能用于问诊 (the appointment is not booked)")
     if not doctor:
@@ -410,6 +422,8 @@ def _form_resource(cid: str, party: Party, form: dict, ts: int) -> dict:
         value = (form.get(link_id.replace("-", "_")) or "").strip()
         if value:
             items.append({"linkId": link_id, "text": question, "answer": [{"valueString": value[:2000]}]})
+    if form.get("guardian_accompanies"):
+        items.append({"linkId": GUARDIAN_ITEM[0], "text": GUARDIAN_ITEM[1], "answer": [{"valueBoolean": True}]})
     return {
         "resourceType": "QuestionnaireResponse",
         "questionnaire": FORM_URL,
@@ -424,13 +438,17 @@ def _form_resource(cid: str, party: Party, form: dict, ts: int) -> dict:
 
 
 def form_answers(resource: dict | None) -> dict:
-    """The form as a flat dict: chief_complaint, duration, history, allergies, medications, photos."""
+    """The form as a flat dict: chief_complaint, duration, history, allergies, medications,
+    photos, guardian_accompanies."""
     out: dict[str, Any] = {k.replace("-", "_"): None for k, _ in FORM_FIELDS}
     out["photos"] = []
+    out["guardian_accompanies"] = False
     for item in (resource or {}).get("item") or []:
         answers = item.get("answer") or []
         if item.get("linkId") == "photos":
             out["photos"] = [a["valueAttachment"] for a in answers if "valueAttachment" in a]
+        elif item.get("linkId") == GUARDIAN_ITEM[0]:
+            out["guardian_accompanies"] = any(a.get("valueBoolean") is True for a in answers)
         elif answers:
             out[item["linkId"].replace("-", "_")] = answers[0].get("valueString")
     return out
@@ -471,15 +489,26 @@ async def consultation_detail(work: Work, cid: str) -> dict:
     found = await fetch_many(work.repo, keys)
     out = summary(row)
     out["relation"] = relation
-    out["patient_name"] = display_name(_res(found, "Patient", row.patient_id))
+    patient = _res(found, "Patient", row.patient_id)
+    out["patient_name"] = display_name(patient)
+    out["patient_birth_date"] = (patient or {}).get("birthDate")
     out["doctor_name"] = display_name(_res(found, "Practitioner", row.doctor_id)) if row.doctor_id else None
     out["form"] = form_answers(_res(found, "QuestionnaireResponse", row.form_id)) if row.form_id else form_answers(None)
+    out.update(child_flags(patient, out["form"]))
     calls = await work.conn.execute(
         select(consult_call).where(consult_call.c.tenant == row.tenant, consult_call.c.consultation_id == cid)
         .order_by(consult_call.c.started_us)
     )
     out["calls"] = [call_view(c) for c in calls]
     return out
+
+
+def child_flags(patient: dict | None, form: dict) -> dict:
+    """What the doctor must see of the under-6 rule (`admission`): the flag and the
+    guardian's confirmation from the form."""
+    child = admission.is_young_child(patient)
+    return {"child_under_6": child, "guardian_accompanies": bool(form.get("guardian_accompanies")),
+            "child_flag": admission.CHILD_FLAG if child else None}
 
 
 def _res(found: dict, res_type: str, res_id: str | None) -> dict | None:
@@ -534,9 +563,11 @@ async def doctor_queue(work: Work) -> dict:
 
     def item(r) -> dict:
         out = summary(r)
-        out["patient_name"] = display_name(_res(found, "Patient", r.patient_id))
-        out["chief_complaint"] = form_answers(_res(found, "QuestionnaireResponse", r.form_id))["chief_complaint"] \
-            if r.form_id else None
+        patient = _res(found, "Patient", r.patient_id)
+        form = form_answers(_res(found, "QuestionnaireResponse", r.form_id) if r.form_id else None)
+        out["patient_name"] = display_name(patient)
+        out["chief_complaint"] = form["chief_complaint"]
+        out.update(child_flags(patient, form))
         out["unread"] = max(0, r.last_seq - r.doctor_read_seq)
         return out
 
@@ -557,6 +588,10 @@ async def accept(work: Work, cid: str) -> dict:
     elif not (row.department and row.department in await doctor_departments(work)):
         raise _not_found(cid)  # never theirs to see
     # a department colleague who lost the race (or came late) learns it was taken: 409 below
+    # The booking first: a booking's change locks the Appointment, then this row (its write
+    # hook, `bookings.booking_changed`); the same order here cannot deadlock with it. A lost
+    # race below rolls the booking back with everything else.
+    await bookings.booking_arrived(work, row)
     ts = now_us()
     c = consult_session.c
     result = await work.conn.execute(
@@ -613,6 +648,7 @@ async def finish(work: Work, cid: str, *, reason: str | None = None) -> dict:
     if row.state != "active":
         raise Conflict("问诊未在进行中，不能结束 (only an in-progress consultation can be ended)")
     await _close(work, row, "ended", "finished", reason or "医生已结束问诊")
+    await bookings.booking_fulfilled(work, row)
     return summary(await _row(work, cid))
 
 

@@ -38,6 +38,19 @@
     return Date.now().toString(36) + Math.random().toString(36).slice(2);
   }
 
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+
+  // A message's time in the viewer's own time zone (the browser's): "HH:mm" for today,
+  // "MM-DD HH:mm" before; the server sends UTC instants.
+  function formatSent(sent, now) {
+    const d = new Date(sent);
+    if (!sent || isNaN(d.getTime())) return "";
+    now = now ? new Date(now) : new Date();
+    const hm = pad(d.getHours()) + ":" + pad(d.getMinutes());
+    const today = d.getFullYear() === now.getFullYear() && d.getMonth() === now.getMonth() && d.getDate() === now.getDate();
+    return today ? hm : pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + hm;
+  }
+
   const STYLE = ".yc{display:flex;flex-direction:column;height:100%;min-height:320px;border:1px solid #e3e9ec;background:#fff}" +
     ".yc-log{flex:1;overflow-y:auto;padding:10px;display:flex;flex-direction:column;gap:8px}" +
     ".yc-msg{max-width:78%;padding:8px 10px;border-radius:10px;background:#eef3f5;word-break:break-word}" +
@@ -83,7 +96,8 @@
         loadImage(img, frame.image.url);
         box.appendChild(img);
       }
-      const meta = el("div", "yc-meta", new Date(frame.sent).toLocaleTimeString());
+      const meta = el("div", "yc-meta", formatSent(frame.sent));
+      meta.title = frame.sent || "";
       if (mine) { const r = el("span", "yc-read"); meta.append(" ", r); }
       box.appendChild(meta);
       // keep the conversation in sequence order whatever order frames arrive in
@@ -209,5 +223,5 @@
     };
   }
 
-  global.YiyunChat = { mount: mount, authHeaders: authHeaders, socketUrl: socketUrl };
+  global.YiyunChat = { mount: mount, authHeaders: authHeaders, socketUrl: socketUrl, formatSent: formatSent };
 })(window);
