@@ -1,6 +1,6 @@
 """Online-consultation tables for what is not clinical: queue state, message sequence,
 read receipts, uploads and calls (migration 0011_consultation); patients' ratings of
-ended consultations (migration 0014_consult).
+ended consultations (migration 0012_consult).
 
 The clinical facts are FHIR resources: the consultation is an Encounter, each chat
 message a Communication, the pre-consultation form a QuestionnaireResponse, the visit

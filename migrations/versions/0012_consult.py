@@ -1,14 +1,14 @@
 """Consultation ratings; the consultation of a booking is found by an index.
 
-Revision ID: 0014_consult
-Revises: 0013_identity
+Revision ID: 0012_consult
+Revises: 0011_consultation
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_consult"
-down_revision = "0013_identity"
+revision = "0012_consult"
+down_revision = "0011_consultation"
 branch_labels = None
 depends_on = None
 
