@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     session_idle_minutes: int = Field(default=30, description="Web session ends after this long unused.")
     session_absolute_hours: int = Field(default=12, description="Web session ends this long after sign-in.")
     session_secure_cookie: bool = Field(default=False, description="Always mark the session cookie Secure.")
+    audit_flush_seconds: float = Field(
+        default=1.0, ge=0.05, le=10.0,
+        description="Reads, searches and refusals reach the audit chain in batches this often; a process killed "
+                    "abruptly loses at most this long of them (writes are audited in their own transaction).")
     sms_provider: str = Field(default="outbox", description="SMS sender: outbox (development) | disabled.")
     cors_origins: str = Field(default="", description="Comma-separated origins of browser apps allowed to call the "
                               "FHIR API and token endpoints (besides registered OAuth clients' redirect URIs).")

@@ -428,7 +428,11 @@ class AuthorizationPolicy:
     and the audit trail."""
 
     def __init__(self, recorder: "AuditRecorder | None" = None) -> None:
-        self.recorder = recorder or AuditRecorder()
+        if recorder is None:
+            from yiyun.core.settings import get_settings
+
+            recorder = AuditRecorder(interval=get_settings().audit_flush_seconds)
+        self.recorder = recorder
 
     def bind(self, conn) -> "BoundPolicy":
         """The policy for one unit of work: audit entries of writes go into its transaction."""
@@ -793,7 +797,8 @@ class AuditRecorder:
 
     Writes: appended in the unit of work of the write, so an entry commits if and only if
     its write does. Reads, searches, exports and refusals: buffered in memory and appended
-    in batches, every `interval` seconds or `batch` entries, in transactions of their own
+    in batches, every `interval` seconds (`YIYUN_AUDIT_FLUSH_SECONDS`, default 1) or `batch`
+    entries, in transactions of their own
     (reads on PostgreSQL run in AUTOCOMMIT units with nothing to append into, and a refusal
     must stay recorded although its request fails). The trade-off: a process that dies
     abruptly loses at most the last `interval` seconds of read entries; a clean shutdown
@@ -802,7 +807,7 @@ class AuditRecorder:
     so memory stays bounded and no entry is dropped while the database answers.
     """
 
-    def __init__(self, *, batch: int = 200, interval: float = 0.2, max_pending: int = 10_000) -> None:
+    def __init__(self, *, batch: int = 500, interval: float = 1.0, max_pending: int = 10_000) -> None:
         self.batch, self.interval, self.max_pending = batch, interval, max_pending
         self._pending: list[tuple[Any, Any]] = []  # (engine, AuditEntry)
         self._timer = None
