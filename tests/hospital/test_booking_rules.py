@@ -138,6 +138,25 @@ async def test_guardian_books_for_a_child(client, hospital):
     assert [a["id"] for a in listed.json()["appointments"]] == [r.json()["id"]]
 
 
+async def test_guardianship_for_booking_ends_at_eighteen(client, hospital, repo_factory):
+    """《民法典》第十七条: at 18 the child books for themselves; a court-appointed guardian of an
+    adult without full capacity (第二十八条) still books for them."""
+    from yiyun.identity.care import ADULT_GUARDIAN_CODE, GUARDIANSHIP_SYSTEM
+
+    async with repo_factory() as repo:
+        child = (await repo.read("Patient", "pat-zhang-child")).resource
+        await repo.update("Patient", "pat-zhang-child", {**child, "birthDate": "2000-05-01"})
+    refused = await _book(client, hospital, hospital.slots[0]["id"], "pat-zhang-child")
+    assert refused.status_code == 403, refused.text
+    async with repo_factory() as repo:
+        rp = (await repo.read("RelatedPerson", "rp-zhang-child")).resource
+        rp["relationship"] = [*rp["relationship"], {"coding": [{"system": GUARDIANSHIP_SYSTEM,
+                                                                "code": ADULT_GUARDIAN_CODE}]}]
+        await repo.update("RelatedPerson", "rp-zhang-child", rp)
+    allowed = await _book(client, hospital, hospital.slots[0]["id"], "pat-zhang-child")
+    assert allowed.status_code == 201, allowed.text
+
+
 async def test_repeated_noshows_block_booking(client, hospital):
     past = [_at(-60 * 24 * d) for d in (30, 20, 1)]
     ids = []

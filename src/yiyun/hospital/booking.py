@@ -590,16 +590,33 @@ async def may_act_for(repo: FhirRepository, actor: Actor, patient_id: str) -> bo
         return True
     from yiyun.hospital.codes import EXT_GUARDIAN_PATIENT
 
-    found = await system_repo(repo, actor).search("RelatedPerson", [("patient", f"Patient/{patient_id}"),
-                                                                    ("_count", "20")])
+    sys_repo = system_repo(repo, actor)
+    found = await sys_repo.search("RelatedPerson", [("patient", f"Patient/{patient_id}"), ("_count", "20")])
     for rp in found.matches:
         r = rp.resource
         if r.get("active") is False:
             continue
         for ext in r.get("extension") or []:
             if ext.get("url") == EXT_GUARDIAN_PATIENT and ref_id(ext.get("valueReference"), "Patient") == actor.patient:
-                return True
+                return await _guardianship_current(sys_repo, r, patient_id)
     return False
+
+
+async def _guardianship_current(repo: FhirRepository, related: dict, ward_id: str) -> bool:
+    """A parent's guardianship ends when the child turns 18 (《民法典》第十七条、第十八条),
+    unless it is the guardianship of an adult without full capacity (第二十八条), recorded by
+    the relationship code `identity.care.ADULT_GUARDIAN_CODE`. Without a birthDate the link
+    stands, as the access policy keeps it (`identity.care`)."""
+    from yiyun.hospital.codes import age_in_years, latest_birth_date, today_local
+    from yiyun.identity.care import ADULT_AGE, ADULT_GUARDIAN_CODE, GUARDIANSHIP_SYSTEM
+
+    for rel in related.get("relationship") or []:
+        for coding in (rel or {}).get("coding") or []:
+            if coding.get("system") == GUARDIANSHIP_SYSTEM and coding.get("code") == ADULT_GUARDIAN_CODE:
+                return True
+    ward = await repo._current("Patient", ward_id)  # noqa: SLF001
+    born = latest_birth_date(ward.resource.get("birthDate")) if ward is not None and not ward.deleted else None
+    return born is None or age_in_years(born, today_local()) < ADULT_AGE
 
 
 async def book_appointment(repo: FhirRepository, actor: Actor, appointment) -> StoredResource:

@@ -18,6 +18,7 @@ are in China Standard Time (Asia/Shanghai, UTC+8 all year: no daylight saving si
 
 from __future__ import annotations
 
+import calendar
 from datetime import date, datetime, time, timedelta, timezone
 
 BASE = "https://yiyun.example.cn/fhir"
@@ -132,3 +133,22 @@ def ref_id(reference: dict | None, res_type: str) -> str | None:
     if len(parts) >= 2 and parts[-2] == res_type:
         return parts[-1]
     return None
+
+
+def latest_birth_date(birth: str | None) -> date | None:
+    """Patient.birthDate (YYYY, YYYY-MM or YYYY-MM-DD) as the latest day it can mean: a
+    partial date counts the child as young as it may be, so the rule errs towards care."""
+    if not isinstance(birth, str) or not birth:
+        return None
+    parts = birth[:10].split("-")
+    try:
+        year = int(parts[0])
+        month = int(parts[1]) if len(parts) > 1 else 12
+        day = int(parts[2]) if len(parts) > 2 else calendar.monthrange(year, month)[1]
+        return date(year, month, day)
+    except (ValueError, IndexError):
+        return None
+
+
+def age_in_years(born: date, on: date) -> int:
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))

@@ -14,11 +14,10 @@
 
 from __future__ import annotations
 
-import calendar
 from datetime import date
 
 from yiyun.core.errors import Forbidden, Unprocessable
-from yiyun.hospital.codes import today_local
+from yiyun.hospital.codes import age_in_years, latest_birth_date, today_local
 
 CHILD_AGE_YEARS = 6
 REAL_NAME_PAGE = "/me/real-name"
@@ -49,25 +48,6 @@ async def require_real_name(conn, tenant: str, patient_id: str, *, account: str 
         raise RealNameRequired(
             f"请先完成实名认证再发起问诊：互联网诊疗须实名就医，请前往 {REAL_NAME_PAGE} 认证 "
             f"(real-name verification is required before an online consultation: verify at {REAL_NAME_PAGE})")
-
-
-def latest_birth_date(birth: str | None) -> date | None:
-    """Patient.birthDate (YYYY, YYYY-MM or YYYY-MM-DD) as the latest day it can mean: a
-    partial date counts the child as young as it may be, so the rule errs towards care."""
-    if not isinstance(birth, str) or not birth:
-        return None
-    parts = birth[:10].split("-")
-    try:
-        year = int(parts[0])
-        month = int(parts[1]) if len(parts) > 1 else 12
-        day = int(parts[2]) if len(parts) > 2 else calendar.monthrange(year, month)[1]
-        return date(year, month, day)
-    except (ValueError, IndexError):
-        return None
-
-
-def age_in_years(born: date, on: date) -> int:
-    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
 
 
 def is_young_child(patient: dict | None, on: date | None = None) -> bool:
