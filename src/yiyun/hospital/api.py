@@ -47,11 +47,22 @@ from fastapi import APIRouter, Depends, FastAPI, Query
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from yiyun.core.db import get_engine, unit_of_work
-from yiyun.core.errors import BadRequest, Forbidden, NotFound
+from yiyun.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from yiyun.fhir.hooks import register_write_hook
 from yiyun.fhir.model import RequestContext
 from yiyun.fhir.repository import FhirRepository
-from yiyun.hospital import booking, catalogue, fever, fhir_operations, schedules, volumes
+from yiyun.hospital import (
+    booking,
+    catalogue,
+    catalogue_admin,
+    fever,
+    fhir_operations,
+    leave,
+    notifications,
+    schedules,
+    volumes,
+    waitlist,
+)
 from yiyun.hospital.booking import Actor, actor_from_context
 from yiyun.hospital.codes import ref_id, today_local
 from yiyun.hospital.patients import patient_in_hospital
@@ -64,7 +75,9 @@ from yiyun.hospital.schemas import (
     RescheduleRequest,
     RulesRequest,
     ScheduleRequest,
+    ServiceRequest,
     TemplateRequest,
+    WaitlistRequest,
 )
 from yiyun.identity.auth import AuthContext, require_subject
 
@@ -238,6 +251,7 @@ async def cancel(hospital: str, appointment_id: str, body: CancelRequest | None 
         actor = await _booking_actor(conn, ctx, hospital, create=False)
         repo = hospital_repo(conn, hospital, ctx, flushes_audit=True)
         stored = await booking.cancel(repo, actor, appointment_id, body.reason if body else None)
+        await waitlist.offer_freed(repo, booking.slot_ids(stored.resource))
         await finish(repo)
         return booking.summarise(stored.resource, hospital)
 
@@ -248,9 +262,17 @@ async def reschedule(hospital: str, appointment_id: str, body: RescheduleRequest
     async with booking.booking_gate(), unit_of_work(get_engine()) as conn:
         actor = await _booking_actor(conn, ctx, hospital, create=False)
         repo = hospital_repo(conn, hospital, ctx, flushes_audit=True)
+        before = await _held_slots(repo, appointment_id)
         stored = await booking.reschedule(repo, actor, appointment_id, body.slot)
+        await waitlist.offer_freed(repo, [sid for sid in before if sid not in booking.slot_ids(stored.resource)])
         await finish(repo)
         return booking.summarise(stored.resource, hospital)
+
+
+async def _held_slots(repo: FhirRepository, appointment_id: str) -> list[str]:
+    """The Slots a booking holds before it moves (offered to the waitlist once freed)."""
+    current = await repo._current("Appointment", appointment_id)  # noqa: SLF001 (the service checks access)
+    return waitlist.freed_by(current.resource) if current is not None and not current.deleted else []
 
 
 @router.post("/appointments/{hospital}/{appointment_id}/noshow")
@@ -354,17 +376,57 @@ async def add_exception(body: ExceptionRequest, ctx: AuthContext = Depends(requi
     _staff(ctx)
     async with unit_of_work(get_engine()) as conn:
         repo = hospital_repo(conn, ctx.tenant, ctx)
-        kind, _, target_id = body.target.partition("/")
-        if body.target == "*" and not _is_admin(ctx):
-            raise Forbidden("全院停诊仅限管理员 (closing the hospital is for administrators)")
-        if kind == "Schedule":
-            await _may_manage_schedule(repo, ctx, target_id)
-        elif kind == "PractitionerRole":
-            await _may_manage_role(repo, ctx, target_id)
+        await _may_manage_target(repo, ctx, body.target)
         xid = await schedules.add_exception(conn, ctx.tenant, kind=body.kind, target=body.target, start=body.start,
                                             end=body.end, reason=body.reason, slot_minutes=body.slot_minutes)
+        cancelled = []
+        if body.kind in ("leave", "closed"):
+            cancelled = await _cancel_covered(repo, ctx, body.target, body.start, body.end, body.confirm)
         report = await _regenerate(repo, body.start, body.end)
-    return {"id": xid, "slots": report.as_dict()}
+    return {"id": xid, "slots": report.as_dict(), "cancelled": cancelled}
+
+
+async def _may_manage_target(repo: FhirRepository, ctx: AuthContext, target: str) -> None:
+    kind, _, target_id = target.partition("/")
+    if target == "*" and not _is_admin(ctx):
+        raise Forbidden("全院停诊仅限管理员 (closing the hospital is for administrators)")
+    if kind == "Schedule":
+        await _may_manage_schedule(repo, ctx, target_id)
+    elif kind == "PractitionerRole":
+        await _may_manage_role(repo, ctx, target_id)
+
+
+async def _cancel_covered(repo: FhirRepository, ctx: AuthContext, target: str, start: datetime, end: datetime,
+                          confirm: bool) -> list[str]:
+    """Bookings a leave or closure covers: refused until confirmed, then cancelled as the
+    hospital's and the patients told (`yiyun.hospital.leave`)."""
+    if start.tzinfo is None or end.tzinfo is None or start >= end:
+        return []  # add_exception has refused these already
+    found = await leave.affected_bookings(repo, target, start, end)
+    if not found:
+        return []
+    if not confirm:
+        raise Conflict(f"停诊时段内有 {len(found)} 个已预约的号；确认后将取消这些预约并通知患者 "
+                       f"({len(found)} booked appointments in this period: confirm to cancel them and notify the "
+                       f"patients)")
+    actor = Actor("staff", ctx.subject, None, tuple(ctx.roles) or ("admin",))
+    return await leave.cancel_for_leave(repo, actor, found)
+
+
+@router.get("/exceptions/preview")
+async def preview_exception(target: str = Query(min_length=1, max_length=130), start: datetime = Query(),
+                            end: datetime = Query(), ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    """How many bookings a leave or closure from `start` to `end` would cancel."""
+    _staff(ctx)
+    if start.tzinfo is None or end.tzinfo is None:
+        raise BadRequest("时间须带时区 (times need a time zone)")
+    if start >= end:
+        raise BadRequest("开始时间须早于结束时间 (start must be before end)")
+    async with unit_of_work(get_engine(), write=False) as conn:
+        repo = hospital_repo(conn, ctx.tenant, ctx)
+        await _may_manage_target(repo, ctx, target)
+        found = await leave.affected_bookings(repo, target, start, end)
+        return {"bookings": len(found), "appointments": [booking.summarise(s.resource, ctx.tenant) for s in found]}
 
 
 async def _regenerate(repo: FhirRepository, start: datetime, end: datetime):
@@ -386,15 +448,18 @@ async def remove_exception(exception_id: int, ctx: AuthContext = Depends(require
 
 @router.post("/leave", status_code=201)
 async def add_leave(body: LeaveRequest, ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
-    """A doctor's leave: their Slots in the period close; booked ones are listed to be moved."""
+    """A doctor's leave: their Slots in the period close; booked ones are cancelled once
+    confirmed (`confirm`), and their patients told."""
     _staff(ctx)
     async with unit_of_work(get_engine()) as conn:
         repo = hospital_repo(conn, ctx.tenant, ctx)
         await _may_manage_role(repo, ctx, body.role)
-        xid = await schedules.add_exception(conn, ctx.tenant, kind="leave", target=f"PractitionerRole/{body.role}",
+        target = f"PractitionerRole/{body.role}"
+        xid = await schedules.add_exception(conn, ctx.tenant, kind="leave", target=target,
                                             start=body.start, end=body.end, reason=body.reason)
+        cancelled = await _cancel_covered(repo, ctx, target, body.start, body.end, body.confirm)
         report = await _regenerate(repo, body.start, body.end)
-    return {"id": xid, "slots": report.as_dict()}
+    return {"id": xid, "slots": report.as_dict(), "cancelled": cancelled}
 
 
 @router.post("/slots/generate")
@@ -452,6 +517,160 @@ async def reminders_due(ctx: AuthContext = Depends(require_subject)) -> dict[str
     async with unit_of_work(get_engine(), write=False) as conn:
         due = await booking.due_reminders(conn)
     return {"reminders": [r for r in due if r["tenant"] == ctx.tenant]}
+
+
+# ------------------------------------------------------------------ catalogue (administrators)
+@router.get("/departments")
+async def admin_departments(ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    _staff(ctx, admin=True)
+    async with unit_of_work(get_engine(), write=False) as conn:
+        return {"departments": await catalogue_admin.departments(hospital_repo(conn, ctx.tenant, ctx))}
+
+
+@router.post("/departments", status_code=201)
+async def create_department(body: dict[str, Any], ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    _staff(ctx, admin=True)
+    async with unit_of_work(get_engine()) as conn:
+        stored = await catalogue_admin.save_department(hospital_repo(conn, ctx.tenant, ctx), body)
+    catalogue.invalidate(ctx.tenant)
+    return catalogue_admin.department_view(stored.resource)
+
+
+@router.put("/departments/{service_id}")
+async def update_department(service_id: str, body: dict[str, Any],
+                            ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    _staff(ctx, admin=True)
+    async with unit_of_work(get_engine()) as conn:
+        stored = await catalogue_admin.save_department(hospital_repo(conn, ctx.tenant, ctx), body,
+                                                       service_id=service_id)
+    catalogue.invalidate(ctx.tenant)
+    return catalogue_admin.department_view(stored.resource)
+
+
+async def _doctor_with_services(repo: FhirRepository, role: dict) -> dict:
+    view = await catalogue_admin.doctor_view(repo, role)
+    found = await schedules.schedules_of(repo, role_id=view["id"])
+    view["services"] = [_schedule_view(s.resource, []) for s in found]
+    return view
+
+
+@router.get("/doctors")
+async def admin_doctors(ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    _staff(ctx, admin=True)
+    async with unit_of_work(get_engine(), write=False) as conn:
+        repo = hospital_repo(conn, ctx.tenant, ctx)
+        roles = (await repo.search("PractitionerRole", [("_count", "1000")])).matches
+        return {"doctors": [await _doctor_with_services(repo, r.resource) for r in roles]}
+
+
+@router.post("/doctors", status_code=201)
+async def create_doctor(body: dict[str, Any], ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    _staff(ctx, admin=True)
+    async with unit_of_work(get_engine()) as conn:
+        repo = hospital_repo(conn, ctx.tenant, ctx)
+        stored = await catalogue_admin.save_doctor(repo, body)
+        view = await _doctor_with_services(repo, stored.resource)
+    catalogue.invalidate(ctx.tenant)
+    return view
+
+
+@router.put("/doctors/{role_id}")
+async def update_doctor(role_id: str, body: dict[str, Any], ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    _staff(ctx, admin=True)
+    async with unit_of_work(get_engine()) as conn:
+        repo = hospital_repo(conn, ctx.tenant, ctx)
+        stored = await catalogue_admin.save_doctor(repo, body, role_id=role_id)
+        view = await _doctor_with_services(repo, stored.resource)
+    catalogue.invalidate(ctx.tenant)
+    return view
+
+
+@router.put("/doctors/{role_id}/services/{consultation_type}")
+async def put_doctor_service(role_id: str, consultation_type: str, body: ServiceRequest,
+                             ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    """Open or close a consultation type of a doctor (clinic, online text, online video) and its fee."""
+    return await create_schedule(ScheduleRequest.model_construct(role=role_id, type=consultation_type,
+                                                                 fee_fen=body.fee_fen, active=body.active), ctx=ctx)
+
+
+# ------------------------------------------------------------------ waitlist and rebooking (patients)
+async def _acts_for(conn, ctx: AuthContext, hospital: str) -> set[str] | None:
+    """The Patients of `hospital` the caller may act for (None: staff act for anyone)."""
+    actor = await _booking_actor(conn, ctx, hospital, create=False)
+    if not actor.is_patient:
+        return None
+    return {actor.patient} if actor.patient else set()
+
+
+@router.post("/waitlist", status_code=201)
+async def join_waitlist(body: WaitlistRequest, ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    hospital = body.hospital or ctx.tenant
+    async with unit_of_work(get_engine()) as conn:
+        await catalogue.load_directory(conn, hospital)
+        actor = await _booking_actor(conn, ctx, hospital, create=True)
+        patient = body.patient or actor.patient
+        if patient is None:
+            raise BadRequest("请指明就诊人 (patient is required)")
+        repo = hospital_repo(conn, hospital, ctx)
+        entry = await waitlist.join(repo, actor, body.schedule, body.day, patient)
+        return {**entry.as_dict(), "hospital": hospital, "position": await waitlist.position(conn, entry, hospital)}
+
+
+@router.get("/waitlist")
+async def my_waitlist(hospital: str | None = Query(None, max_length=64),
+                      ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    hospital = hospital or ctx.tenant
+    async with unit_of_work(get_engine(), write=False) as conn:
+        mine = await _acts_for(conn, ctx, hospital)
+        if mine is None:
+            raise Forbidden("候补记录仅本人可查看 (a patient's own waitlist)")
+        out = []
+        for e in await waitlist.entries_of(conn, hospital, sorted(mine)):
+            pos = await waitlist.position(conn, e, hospital) if e.status == "waiting" else None
+            out.append({**e.as_dict(), "hospital": hospital, "position": pos})
+        return {"entries": out}
+
+
+@router.delete("/waitlist/{hospital}/{entry_id}")
+async def leave_waitlist(hospital: str, entry_id: int, ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    async with unit_of_work(get_engine()) as conn:
+        entry = await waitlist.leave(conn, hospital, entry_id, await _acts_for(conn, ctx, hospital))
+        return {**entry.as_dict(), "hospital": hospital}
+
+
+@router.post("/waitlist/fill")
+async def fill_waitlist(ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    """Serve waiting patients from free slots of their days (administrators; also a periodic job)."""
+    _staff(ctx, admin=True)
+    async with unit_of_work(get_engine()) as conn:
+        served = await waitlist.fill_waitlists(hospital_repo(conn, ctx.tenant, ctx))
+    return {"served": [{"entry": e, "appointment": a} for e, a in served]}
+
+
+@router.get("/appointments/{hospital}/{appointment_id}/rebook")
+async def rebook_options(hospital: str, appointment_id: str, ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    """Free slots of the same doctor and of the department, to rebook a booking in one tap."""
+    async with unit_of_work(get_engine(), write=False) as conn:
+        actor = await _booking_actor(conn, ctx, hospital, create=False)
+        repo = hospital_repo(conn, hospital, ctx)
+        stored = await booking._visible_appointment(repo, actor, appointment_id)  # noqa: SLF001 (its access rule)
+        summary = booking.summarise(stored.resource, hospital)
+        return {"appointment": summary, "cancelled_by_hospital": leave.cancelled_by_hospital(summary),
+                **await leave.rebook_options(conn, hospital, summary)}
+
+
+@router.get("/notifications")
+async def my_notifications(hospital: str | None = Query(None, max_length=64),
+                           ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+    """The hospital's messages to the caller (cancellations by the hospital, waitlist bookings)."""
+    hospital = hospital or ctx.tenant
+    async with unit_of_work(get_engine(), write=False) as conn:
+        mine = await _acts_for(conn, ctx, hospital)
+        if mine is None:
+            raise Forbidden("通知仅本人可查看 (a patient's own messages)")
+        repo = hospital_repo(conn, hospital, ctx)
+        items = [n for pid in sorted(mine) for n in await notifications.notifications_of(repo, pid)]
+        return {"notifications": sorted(items, key=lambda n: n["sent"] or "", reverse=True)}
 
 
 def install(app: FastAPI) -> None:

@@ -52,6 +52,7 @@ class ExceptionRequest(_Body):
     end: datetime
     reason: str = Field("", max_length=200)
     slot_minutes: int | None = Field(None, ge=5, le=120)
+    confirm: bool = Field(False, description="cancel the bookings it covers (after seeing how many)")
 
 
 class LeaveRequest(_Body):
@@ -59,6 +60,7 @@ class LeaveRequest(_Body):
     start: datetime
     end: datetime
     reason: str = Field("", max_length=200)
+    confirm: bool = Field(False, description="cancel the bookings it covers (after seeing how many)")
 
 
 class GenerateRequest(_Body):
@@ -75,3 +77,15 @@ class RulesRequest(_Body):
     noshow_threshold: int | None = None
     noshow_window_days: int | None = None
     block_days: int | None = None
+
+
+class ServiceRequest(_Body):
+    fee_fen: int = Field(ge=0, le=1_000_000)
+    active: bool = True
+
+
+class WaitlistRequest(_Body):
+    schedule: str = ID
+    day: date
+    hospital: str | None = Field(None, max_length=64)
+    patient: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]{1,64}$")
