@@ -116,10 +116,10 @@ async def join(repo: FhirRepository, actor: booking.Actor, schedule_id: str, day
         raise Unprocessable("该医生已停止此项服务 (the doctor no longer offers this service)")
     await _lock_day(conn, tenant, schedule_id, day.isoformat())
     slots = await day_slots(repo, schedule_id, day)
-    if not any(s.get("status") == "busy" for s in slots):
-        raise Unprocessable("医生当天不出诊或已停诊，无法候补 (the doctor has no session that day)")
     if _future_free(slots):
         raise Conflict("当天仍有可预约的号源，请直接预约 (slots are still free that day: book one)")
+    if not any(s.get("status") == "busy" for s in slots):
+        raise Unprocessable("医生当天不出诊或已停诊，无法候补 (the doctor has no session that day)")
     await _check_patient_entries(conn, tenant, schedule_id, day.isoformat(), patient_id)
     await _check_not_booked(repo, schedule_id, day, patient_id)
     ts = now_us()
