@@ -44,6 +44,10 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from yiyun.core.db import get_engine, unit_of_work
@@ -673,8 +677,38 @@ async def my_notifications(hospital: str | None = Query(None, max_length=64),
         return {"notifications": sorted(items, key=lambda n: n["sent"] or "", reverse=True)}
 
 
+# What FastAPI's own checks of a body or query say, in Chinese first (the English stays in
+# brackets); the answer keeps FastAPI's shape (a list of {loc, msg, type}).
+VALIDATION_ZH = {
+    "missing": "必填", "extra_forbidden": "不认识的字段", "int_parsing": "须为整数", "int_type": "须为整数",
+    "bool_parsing": "须为 true 或 false", "bool_type": "须为 true 或 false", "string_type": "须为文字",
+    "string_too_short": "太短", "string_too_long": "太长", "string_pattern_mismatch": "格式不正确",
+    "greater_than_equal": "数值太小", "greater_than": "数值太小", "less_than_equal": "数值太大", "less_than": "数值太大",
+    "date_parsing": "须为 YYYY-MM-DD 日期", "date_from_datetime_parsing": "须为 YYYY-MM-DD 日期",
+    "date_type": "须为 YYYY-MM-DD 日期", "datetime_parsing": "须为带时区的时间", "datetime_from_date_parsing": "须为带时区的时间",
+    "datetime_type": "须为带时区的时间", "too_short": "项数太少", "too_long": "项数太多", "list_type": "须为列表",
+    "dict_type": "须为 JSON 对象", "model_attributes_type": "须为 JSON 对象", "json_invalid": "不是合法的 JSON",
+}
+
+
+def bilingual_errors(errors) -> list[dict]:
+    out = []
+    for e in errors:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        zh = VALIDATION_ZH.get(e.get("type", ""), "填写有误")
+        out.append({**e, "msg": f"{where} {zh} ({e.get('msg', 'invalid')})".strip()})
+    return out
+
+
+async def _validation_error(request, exc: RequestValidationError):
+    if not request.url.path.startswith("/api/hospital/"):
+        return await request_validation_exception_handler(request, exc)
+    return JSONResponse({"detail": jsonable_encoder(bilingual_errors(exc.errors()))}, status_code=422)
+
+
 def install(app: FastAPI) -> None:
     """Mount this module's routes on `app` (called once by the composition root)."""
+    app.add_exception_handler(RequestValidationError, _validation_error)
     register_write_hook("Appointment", booking.appointment_write_hook)
     fhir_operations.register()
     app.include_router(public)
