@@ -18,6 +18,11 @@ Signed in (bearer token or web session; `require_subject`):
     POST /api/hospital/appointments/{slug}/{id}/reschedule   {slot}
     POST /api/hospital/appointments/{slug}/{id}/noshow       staff
     GET  /api/hospital/block                        ?hospital=   is the caller barred after no-shows?
+    GET  /api/hospital/appointments/{slug}/{id}/rebook       free slots to rebook (doctor, department)
+    POST /api/hospital/waitlist                     {schedule, day, hospital?, patient?} → 201 (候补)
+    GET  /api/hospital/waitlist                     ?hospital=   the caller's entries
+    DELETE /api/hospital/waitlist/{slug}/{id}       leave the waitlist
+    GET  /api/hospital/notifications                ?hospital=   the hospital's messages to the caller
 
 Staff of the token's hospital (doctors their own schedules; administrators everything;
 a hospital system's `system/` token counts as an administrator):
@@ -25,14 +30,23 @@ a hospital system's `system/` token counts as an administrator):
     GET/POST /api/hospital/schedules                         ?role=   {role, type, fee_fen, active}
     GET/POST /api/hospital/schedules/{id}/templates          {weekdays, start, end, slot_minutes, …}
     DELETE   /api/hospital/templates/{id}
-    GET/POST /api/hospital/exceptions                        {kind, target, start, end, reason, slot_minutes?}
+    GET/POST /api/hospital/exceptions                        {kind, target, start, end, reason, slot_minutes?, confirm?}
+    GET      /api/hospital/exceptions/preview                ?target=&start=&end=   bookings a leave would cancel
     DELETE   /api/hospital/exceptions/{id}
-    POST     /api/hospital/leave                             {role, start, end, reason}
+    POST     /api/hospital/leave                             {role, start, end, reason, confirm?}
     POST     /api/hospital/slots/generate                    {days, start_day?, schedules?}
     GET/PUT  /api/hospital/rules                             booking rules (PUT: administrators)
     GET      /api/hospital/daily                             ?day=YYYY-MM-DD (administrators)
     DELETE   /api/hospital/blocks/{patient}                  lift a no-show block (administrators)
     GET      /api/hospital/reminders/due                     reminders to send (administrators)
+    GET/POST /api/hospital/departments, PUT …/{id}           the catalogue (administrators; docs/hospital-admin.md)
+    GET/POST /api/hospital/doctors, PUT …/{role}, PUT …/{role}/services/{type}   {fee_fen, active}
+    POST     /api/hospital/waitlist/fill                     serve waitlists from free slots (administrators)
+
+A leave or closure over booked slots is refused (409, with the count) until `confirm`; then
+those bookings are cancelled as the hospital's and the patients told (`yiyun.hospital.leave`).
+A cancellation or reschedule offers the freed slot to that day's waitlist in the same unit of
+work (`yiyun.hospital.waitlist`).
 
 `install(app)` mounts these, registers FHIR `Appointment/$book` and `Appointment/{id}/$cancel`
 and the Appointment write hook (one booking per Slot on every path).
@@ -43,7 +57,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, Path, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -636,7 +650,8 @@ async def my_waitlist(hospital: str | None = Query(None, max_length=64),
 
 
 @router.delete("/waitlist/{hospital}/{entry_id}")
-async def leave_waitlist(hospital: str, entry_id: int, ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
+async def leave_waitlist(hospital: str, entry_id: int = Path(ge=1, le=2**31 - 1),
+                         ctx: AuthContext = Depends(require_subject)) -> dict[str, Any]:
     async with unit_of_work(get_engine()) as conn:
         entry = await waitlist.leave(conn, hospital, entry_id, await _acts_for(conn, ctx, hospital))
         return {**entry.as_dict(), "hospital": hospital}
