@@ -84,7 +84,7 @@ async def test_leave_over_bookings_cancels_them_tells_the_patient_and_offers_reb
     assert notes[0]["appointment"] == booked.json()["id"] and "停诊" in notes[0]["text"]
     async with unit_of_work(engine, write=False) as conn:
         bodies = [r.body for r in await conn.execute(select(sms_outbox.c.body))]
-    assert any("停诊" in b and "李医生" in b for b in bodies), bodies
+    assert any("停诊" in b and "李医生门诊" in b for b in bodies), bodies
 
     # nothing held against the patient: no block, and the day's one booking is free again
     block = (await client.get(f"{API}/block", headers=hospital.patient_headers())).json()

@@ -4,7 +4,7 @@ slot goes to exactly one patient under concurrent cancellations and bookings."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest_asyncio
 
@@ -169,7 +169,18 @@ async def test_slots_freed_by_a_leave_are_not_handed_out(client, full_day):
     assert r.status_code == 201, r.text
     assert (await client.post(f"{API}/waitlist/fill")).json()["served"] == []
     assert (await client.get(f"{FHIR}/Slot/{h.day_slots[0]['id']}")).json()["status"] == "busy-unavailable"
-    assert (await _entries(client, h, WAITERS[0]))[0]["status"] == "waiting"
+    assert (await _entries(client, h, WAITERS[0]))[0]["status"] == "waiting"  # the rest of the day is held
+    r = await client.post(f"{API}/leave", json={"role": h.role, **_whole_day(h), "confirm": True})
+    assert r.status_code == 201, r.text
+    entry = (await _entries(client, h, WAITERS[0]))[0]
+    assert entry["status"] == "expired" and "停诊" in entry["note"]
+    notes = (await client.get(f"{API}/notifications", headers=h.patient_headers(WAITERS[0]))).json()
+    assert "候补已结束" in notes["notifications"][0]["text"]
+
+
+def _whole_day(h) -> dict:
+    start = datetime.fromisoformat(f"{h.first_day.isoformat()}T00:00:00+08:00")
+    return {"start": start.isoformat(), "end": (start + timedelta(days=1)).isoformat()}
 
 
 async def test_concurrent_cancellations_and_bookings_give_each_freed_slot_to_exactly_one(client, full_day):

@@ -401,6 +401,8 @@ async def add_exception(body: ExceptionRequest, ctx: AuthContext = Depends(requi
         if body.kind in ("leave", "closed"):
             cancelled = await _cancel_covered(repo, ctx, body.target, body.start, body.end, body.confirm)
         report = await _regenerate(repo, body.start, body.end)
+        if body.kind in ("leave", "closed"):
+            await waitlist.close_for_leave(repo, body.target, body.start, body.end)
     return {"id": xid, "slots": report.as_dict(), "cancelled": cancelled}
 
 
@@ -477,6 +479,7 @@ async def add_leave(body: LeaveRequest, ctx: AuthContext = Depends(require_subje
                                             start=body.start, end=body.end, reason=body.reason)
         cancelled = await _cancel_covered(repo, ctx, target, body.start, body.end, body.confirm)
         report = await _regenerate(repo, body.start, body.end)
+        await waitlist.close_for_leave(repo, target, body.start, body.end)
     return {"id": xid, "slots": report.as_dict(), "cancelled": cancelled}
 
 

@@ -75,6 +75,12 @@ async def affected_bookings(repo: FhirRepository, target: str, start: datetime, 
     return sorted(found.values(), key=lambda s: s.resource.get("start") or "")
 
 
+def doctor_title(name: str | None) -> str:
+    """"王芳" → "王芳医生" (a name already ending in 医生 is left as it is)."""
+    name = name or ""
+    return name if not name or name.endswith("医生") else f"{name}医生"
+
+
 def _notice(appt: dict, directory: catalogue.Directory | None) -> str:
     when = parse_instant(appt.get("start"))
     when_text = when.astimezone(CHINA_TZ).strftime("%m月%d日 %H:%M") if when else ""
@@ -82,7 +88,7 @@ def _notice(appt: dict, directory: catalogue.Directory | None) -> str:
     role = (booking.participant_ids(appt, "PractitionerRole") or [None])[0]
     if directory is not None and role in directory.roles:
         summary = catalogue.doctor_summary(directory, role)
-        doctor = f"{summary['department'] or ''}{summary['name'] or ''}医生"
+        doctor = f"{summary['department'] or ''}{doctor_title(summary['name'])}"
     ctype = CONSULTATION_TYPES.get(consultation_type_of(appt) or "", ("就诊",))[0]
     return (f"您预约的{when_text} {doctor}{ctype}因医生停诊已取消，不计爽约、不占当日预约次数。"
             f"请在“我的预约”中一键改约其他号源。")

@@ -50,6 +50,7 @@ from yiyun.hospital.codes import (
     ref_id,
     today_local,
 )
+from yiyun.hospital.leave import covers, doctor_title
 from yiyun.hospital.models import waitlist
 
 log = get_logger("yiyun.hospital.waitlist")
@@ -121,7 +122,7 @@ async def join(repo: FhirRepository, actor: booking.Actor, schedule_id: str, day
     if not any(s.get("status") == "busy" for s in slots):
         raise Unprocessable("医生当天不出诊或已停诊，无法候补 (the doctor has no session that day)")
     await _check_patient_entries(conn, tenant, schedule_id, day.isoformat(), patient_id)
-    await _check_not_booked(repo, schedule_id, day, patient_id)
+    await _check_not_booked(repo, sched, day, patient_id)
     ts = now_us()
     result = await conn.execute(insert(waitlist).values(
         tenant=tenant, schedule=schedule_id, day=day.isoformat(), patient=patient_id, status="waiting",
@@ -141,14 +142,17 @@ async def _check_patient_entries(conn, tenant: str, schedule_id: str, day: str, 
                             f"(at most {MAX_WAITING_PER_PATIENT} waitlist entries at a time)")
 
 
-async def _check_not_booked(repo: FhirRepository, schedule_id: str, day: date, patient_id: str) -> None:
+async def _check_not_booked(repo: FhirRepository, sched: dict, day: date, patient_id: str) -> None:
+    """Refuse one who already holds a booking with this doctor for this type that day."""
     lo, hi = _day_range(day)
+    roles = {f"PractitionerRole/{rid}" for a in sched.get("actor") or [] if (rid := ref_id(a, "PractitionerRole"))}
+    ctype = consultation_type_of(sched)
     found = await booking.system_repo(repo).search("Appointment", [
         ("patient", f"Patient/{patient_id}"), ("date", f"ge{lo.isoformat()}"), ("date", f"lt{hi.isoformat()}"),
         ("status", ",".join(sorted(ACTIVE_STATUSES))), ("_count", "50")])
-    slot_prefix = f"{schedule_id}-"
     for s in found.matches:
-        if any(sid.startswith(slot_prefix) for sid in booking.slot_ids(s.resource)):
+        held = {f"PractitionerRole/{r}" for r in booking.participant_ids(s.resource, "PractitionerRole")}
+        if roles & held and consultation_type_of(s.resource) == ctype:
             raise Conflict("您当天已预约该医生的号 (you already hold a booking with this doctor that day)")
 
 
@@ -203,8 +207,6 @@ async def _blocked(conn: AsyncConnection, tenant: str, slot: dict, schedule: dic
     s0, s1 = parse_instant(slot.get("start")), parse_instant(slot.get("end"))
     if not s0 or not s1:
         return True
-    from yiyun.hospital.leave import covers
-
     exceptions = await schedules.exceptions_of(conn, tenant, since_us=int(s0.timestamp() * 1e6),
                                                until_us=int(s1.timestamp() * 1e6))
     return any(x.kind in ("leave", "closed") and covers(x.target, schedule) for x in exceptions)
@@ -274,7 +276,7 @@ async def _booked_notice(repo: FhirRepository, appt: dict) -> str:
     try:
         d = await catalogue.load_directory(repo.conn, repo.ctx.tenant)
         if role in d.roles:
-            doctor = f"{catalogue.doctor_summary(d, role)['name']}医生"
+            doctor = doctor_title(catalogue.doctor_summary(d, role)["name"])
     except YiyunError:
         pass
     ctype = CONSULTATION_TYPES.get(consultation_type_of(appt) or "", ("就诊",))[0]
@@ -300,6 +302,31 @@ async def fill_waitlists(repo: FhirRepository) -> list[tuple[int, str]]:
             if got is not None:
                 served.append(got)
     return served
+
+
+async def close_for_leave(repo: FhirRepository, target: str, start: datetime, end: datetime) -> list[int]:
+    """After a leave or closure: waiting entries whose day has no session left are ended
+    (`expired`, note 医生停诊) and their patients told; returns their ids."""
+    conn, tenant = repo.conn, repo.ctx.tenant
+    first, last = local_day(start).isoformat(), local_day(end).isoformat()
+    rows = (await conn.execute(select(waitlist).where(
+        waitlist.c.tenant == tenant, waitlist.c.status == "waiting", waitlist.c.day >= first,
+        waitlist.c.day <= last))).all()
+    closed = []
+    for row in rows:
+        sched = await repo._current("Schedule", row.schedule)  # noqa: SLF001
+        if sched is None or not covers(target, sched.resource):
+            continue
+        slots = await day_slots(repo, row.schedule, date.fromisoformat(row.day))
+        if any(s.get("status") in ("free", "busy") for s in slots):
+            continue  # part of the day is still held: the entry may yet be served
+        await conn.execute(update(waitlist).where(waitlist.c.id == row.id, waitlist.c.status == "waiting")
+                           .values(status="expired", note="医生停诊 (doctor unavailable)", updated_ts=now_us()))
+        text = f"您候补的{row.day}的号因医生停诊已无法预约，候补已结束。请在“找医生”中选择其他号源。"
+        await notifications.notify_patient(booking.system_repo(repo), row.patient, text,
+                                           kind=notifications.DOCTOR_UNAVAILABLE)
+        closed.append(row.id)
+    return closed
 
 
 def freed_by(appt: dict) -> list[str]:
