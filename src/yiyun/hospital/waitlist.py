@@ -28,7 +28,7 @@ automatically when a slot of that day frees.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import and_, func, insert, select, update
@@ -252,6 +252,8 @@ async def _try_book(repo: FhirRepository, entry: Entry, slot_id: str) -> str | N
     conn = repo.conn
     actor = booking.Actor("patient", WAITLIST_SUBJECT, entry.patient, ("patient",))
     writer = booking.system_repo(repo, actor)
+    # the audit trail names the waitlist, not whoever's cancellation freed the slot
+    writer.ctx = replace(writer.ctx, subject=WAITLIST_SUBJECT, roles=())
     try:
         # a savepoint: a refused attempt leaves nothing behind for the next patient's
         async with conn.begin_nested():
