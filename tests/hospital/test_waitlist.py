@@ -209,3 +209,23 @@ async def test_concurrent_cancellations_and_bookings_give_each_freed_slot_to_exa
     assert sorted(booked) == sorted(o for o in owners if o in WAITERS)
     assert booked == WAITERS[:len(booked)]  # first come, first served
     assert all(served[pid]["status"] == "waiting" for pid in WAITERS[len(booked):])
+
+
+async def test_joining_while_a_slot_frees_never_leaves_a_free_slot_with_someone_waiting(client, full_day):
+    h = full_day
+    for holder, waiter, slot in zip(HOLDERS, WAITERS[:len(HOLDERS)], h.day_slots, strict=True):
+        cancel, join = await asyncio.gather(
+            client.post(f"{API}/appointments/{h.tenant}/{h.bookings[holder]}/cancel", json={},
+                        headers=h.patient_headers(holder)),
+            _join(client, h, waiter))
+        assert cancel.status_code == 200, cancel.text
+        held = await _active(client, slot["id"])
+        if join.status_code == 201:  # joined first: served by the cancellation
+            assert [a["participant"][0]["actor"]["reference"] for a in held] == [f"Patient/{waiter}"]
+            assert (await _entries(client, h, waiter))[0]["status"] == "booked"
+        else:  # the slot was already free: told to book it
+            assert join.status_code == 409 and "直接预约" in join.json()["detail"], join.text
+            assert held == []
+            book = await client.post(f"{API}/appointments", json={"slot": slot["id"]},
+                                     headers=h.patient_headers(waiter))
+            assert book.status_code == 201, book.text
