@@ -68,7 +68,11 @@ async def test_leave_over_bookings_cancels_them_tells_the_patient_and_offers_reb
     refused = await client.post(f"{API}/leave", json=leave, headers=hospital.staff_headers("doctor"))
     assert refused.status_code == 409
     assert (await client.get(f"{API}/exceptions")).json()["exceptions"] == []  # the leave was not kept either
-    done = await client.post(f"{API}/leave", json={**leave, "confirm": True}, headers=hospital.staff_headers("doctor"))
+    changed = await client.post(f"{API}/leave", json={**leave, "confirm": True, "expected_bookings": 2},
+                                headers=hospital.staff_headers("doctor"))
+    assert changed.status_code == 409 and "请重新确认" in changed.json()["detail"]  # not what was seen
+    done = await client.post(f"{API}/leave", json={**leave, "confirm": True, "expected_bookings": 1},
+                             headers=hospital.staff_headers("doctor"))
     assert done.status_code == 201, done.text
     assert done.json()["cancelled"] == [booked.json()["id"]]
 

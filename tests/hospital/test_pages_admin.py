@@ -57,7 +57,10 @@ async def test_doctor_sees_the_count_before_leave_and_the_patient_rebooks_in_one
     r = await d.post("/doctor/schedule", form)
     assert r.status_code == 200 and 'data-count="1"' in r.text and "停诊时段内有 1 个已预约的号" in r.text
     assert (await p.get(booking_url)).text.count("data-rebook-slot") == 0  # nothing happened yet
-    r = await d.post("/doctor/schedule", {**form, "confirm": "1"})
+    assert 'name="expected" value="1"' in r.text
+    stale = await d.post("/doctor/schedule", {**form, "confirm": "1", "expected": "2"})
+    assert stale.status_code == 303 and "请重新确认" in unquote(stale.headers["location"])
+    r = await d.post("/doctor/schedule", {**form, "confirm": "1", "expected": "1"})
     assert r.status_code == 303 and "取消 1 个预约" in unquote(r.headers["location"])
 
     mine = (await p.get("/patient/appointments")).text

@@ -399,7 +399,8 @@ async def add_exception(body: ExceptionRequest, ctx: AuthContext = Depends(requi
                                             end=body.end, reason=body.reason, slot_minutes=body.slot_minutes)
         cancelled = []
         if body.kind in ("leave", "closed"):
-            cancelled = await _cancel_covered(repo, ctx, body.target, body.start, body.end, body.confirm)
+            cancelled = await _cancel_covered(repo, ctx, body.target, body.start, body.end, body.confirm,
+                                              body.expected_bookings)
         report = await _regenerate(repo, body.start, body.end)
         if body.kind in ("leave", "closed"):
             await waitlist.close_for_leave(repo, body.target, body.start, body.end)
@@ -417,12 +418,16 @@ async def _may_manage_target(repo: FhirRepository, ctx: AuthContext, target: str
 
 
 async def _cancel_covered(repo: FhirRepository, ctx: AuthContext, target: str, start: datetime, end: datetime,
-                          confirm: bool) -> list[str]:
-    """Bookings a leave or closure covers: refused until confirmed, then cancelled as the
+                          confirm: bool, expected: int | None = None) -> list[str]:
+    """Bookings a leave or closure covers: refused until confirmed (and, when the caller
+    says how many it saw, while that count is still right), then cancelled as the
     hospital's and the patients told (`yiyun.hospital.leave`)."""
     if start.tzinfo is None or end.tzinfo is None or start >= end:
         return []  # add_exception has refused these already
     found = await leave.affected_bookings(repo, target, start, end)
+    if expected is not None and expected != len(found):
+        raise Conflict(f"停诊时段内的预约已变为 {len(found)} 个，请重新确认 "
+                       f"(the period now holds {len(found)} booked appointments: confirm again)")
     if not found:
         return []
     if not confirm:
@@ -477,7 +482,8 @@ async def add_leave(body: LeaveRequest, ctx: AuthContext = Depends(require_subje
         target = f"PractitionerRole/{body.role}"
         xid = await schedules.add_exception(conn, ctx.tenant, kind="leave", target=target,
                                             start=body.start, end=body.end, reason=body.reason)
-        cancelled = await _cancel_covered(repo, ctx, target, body.start, body.end, body.confirm)
+        cancelled = await _cancel_covered(repo, ctx, target, body.start, body.end, body.confirm,
+                                          body.expected_bookings)
         report = await _regenerate(repo, body.start, body.end)
         await waitlist.close_for_leave(repo, target, body.start, body.end)
     return {"id": xid, "slots": report.as_dict(), "cancelled": cancelled}

@@ -927,7 +927,8 @@ async def admin_daily(request: Request, day: date | None = None, ctx: AuthContex
 def _leave_request(form: dict, role: str) -> LeaveRequest:
     return LeaveRequest(role=role, start=_local_dt(form.get("start_day", ""), form.get("start_time") or "00:00"),
                         end=_local_dt(form.get("end_day", ""), form.get("end_time") or "23:59"),
-                        reason=form.get("reason", ""), confirm=form.get("confirm") == "1")
+                        reason=form.get("reason", ""), confirm=form.get("confirm") == "1",
+                        expected_bookings=int(form["expected"]) if str(form.get("expected", "")).isdigit() else None)
 
 
 def _leave_notice(done: dict) -> str:
@@ -947,7 +948,7 @@ async def _leave_needs_confirming(request: Request, body: LeaveRequest, form: di
     if not found["bookings"]:
         return None
     appts = await _describe(found["appointments"])
-    fields = {k: v for k, v in form.items() if k != "csrf_token"}
+    fields = {k: v for k, v in form.items() if k not in ("csrf_token", "confirm", "expected")}
     return page(request, "hospital/leave_confirm.html", nav="schedule" if area == "doctor" else "admin", area=area,
                 count=found["bookings"], appointments=appts, fields=fields, action=action)
 

@@ -53,6 +53,8 @@ class ExceptionRequest(_Body):
     reason: str = Field("", max_length=200)
     slot_minutes: int | None = Field(None, ge=5, le=120)
     confirm: bool = Field(False, description="cancel the bookings it covers (after seeing how many)")
+    expected_bookings: int | None = Field(None, ge=0, le=100_000,
+                                          description="the count seen before confirming; refused when it changed")
 
 
 class LeaveRequest(_Body):
@@ -61,6 +63,8 @@ class LeaveRequest(_Body):
     end: datetime
     reason: str = Field("", max_length=200)
     confirm: bool = Field(False, description="cancel the bookings it covers (after seeing how many)")
+    expected_bookings: int | None = Field(None, ge=0, le=100_000,
+                                          description="the count seen before confirming; refused when it changed")
 
 
 class GenerateRequest(_Body):
