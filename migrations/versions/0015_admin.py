@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015_admin"
-down_revision = "0011_consultation"  # MERGE: 0014_consult
+down_revision = "0014_consult"
 branch_labels = None
 depends_on = None
 
