@@ -54,19 +54,23 @@ async def test_template_validity_and_weekdays(client, hospital, repo_factory):
     assert {s["start"][:10] for s in slots} == {day.isoformat()}
 
 
-async def test_leave_closes_free_slots_and_reports_booked_ones(client, hospital):
+async def test_leave_closes_free_slots_and_cancels_booked_ones_once_confirmed(client, hospital):
     booked = hospital.slots[0]
     assert (await client.post(f"{FHIR}/Appointment/$book", json=book_parameters(booked["id"]))).status_code == 201
     day = hospital.first_day
     start = datetime.fromisoformat(f"{day.isoformat()}T00:00:00+08:00")
-    r = await client.post(f"{API}/leave", json={"role": hospital.role, "start": start.isoformat(),
-                                                "end": (start + timedelta(days=1)).isoformat(), "reason": "学术会议"})
+    leave = {"role": hospital.role, "start": start.isoformat(), "end": (start + timedelta(days=1)).isoformat(),
+             "reason": "学术会议"}
+    r = await client.post(f"{API}/leave", json=leave)
+    assert r.status_code == 409 and "1 个已预约" in r.json()["detail"], r.text
+    assert await _slots(client, hospital.schedule, "busy-unavailable") == []  # nothing was written
+    r = await client.post(f"{API}/leave", json={**leave, "confirm": True})
     assert r.status_code == 201, r.text
     report = r.json()["slots"]
-    assert report["booked_in_leave"] == [booked["id"]]
-    assert report["unavailable"] == 7 + 4  # the rest of that day's clinic slots and its evening online slots
+    assert len(r.json()["cancelled"]) == 1 and report["booked_in_leave"] == []
+    assert report["unavailable"] == 8 + 4  # all that day's clinic slots, the cancelled one too, and its evening online slots
     that_day = [s for s in await _slots(client, hospital.schedule) if s["start"].startswith(day.isoformat())]
-    assert sorted(s["status"] for s in that_day) == ["busy"] + ["busy-unavailable"] * 7
+    assert sorted(s["status"] for s in that_day) == ["busy-unavailable"] * 8
     other = await _slots(client, hospital.schedule, "free")
     assert other and all(not s["start"].startswith(day.isoformat()) for s in other)
     # the other doctor is not on leave

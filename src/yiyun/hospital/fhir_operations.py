@@ -5,7 +5,8 @@
       → 201 the booked Appointment (queue number in `identifier`), the Slot marked busy;
         409 OperationOutcome "号源已被预约 (slot already booked)" when the Slot is taken.
     POST /fhir/R4/Appointment/{id}/$cancel   Parameters { reason: string (optional) }
-      → 200 the cancelled Appointment, its Slot free again (cut-off applies to patients).
+      → 200 the cancelled Appointment, its Slot free again (cut-off applies to patients) or
+        booked at once for the first patient on that day's waitlist (`yiyun.hospital.waitlist`).
 
 Both call `yiyun.hospital.booking`, the same service the JSON API and the pages use; the
 Appointment write hook keeps one booking per Slot on every other path (plain POST/PUT,
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from yiyun.core.errors import BadRequest
 from yiyun.fhir.router import FhirResponse, Operation, OperationRegistry, operations, resource_headers
-from yiyun.hospital import booking
+from yiyun.hospital import booking, waitlist
 
 DEFINITION_BASE = "https://yiyun.example.cn/fhir/OperationDefinition"
 
@@ -54,6 +55,7 @@ async def cancel_operation(router, req, repo, res_type, res_id) -> FhirResponse:
         raise BadRequest("reason 须为字符串 (reason must be a string)")
     async with booking.booking_gate():
         stored = await booking.cancel(repo, booking.actor_from_context(repo.ctx), res_id, reason)
+        await waitlist.offer_freed(repo, booking.slot_ids(stored.resource))
     headers = resource_headers(stored, repo.ctx.base_url)
     headers.pop("Location", None)
     return FhirResponse(200, stored.content, headers)

@@ -1,5 +1,5 @@
 """Hospital tables for what is not clinical: booking rules, booking blocks, queue numbers,
-schedule templates and exceptions, reminders (migration 0010_hospital). Clinical facts
+schedule templates and exceptions, reminders (migration 0010_hospital), the waitlist (0013_admin). Clinical facts
 (Schedule, Slot, Appointment …) are FHIR resources; these rows are configuration and
 bookkeeping around them. Only `yiyun.hospital` reads and writes them.
 """
@@ -95,4 +95,25 @@ reminder = Table(
     Column("due_us", BigInteger, nullable=False),
     Column("sent_us", BigInteger, nullable=True),
     Index("ix_hospital_reminder_due", "due_us"),
+)
+
+# Waitlist (候补挂号) for a full day of one Schedule (a doctor's consultation type): entries
+# are served in `id` order when a Slot of that `day` (local date) frees. `status`: waiting |
+# booked (then `appointment`) | left | expired; `note` keeps why the last attempt failed.
+# Migration 0013_admin.
+waitlist = Table(
+    "hospital_waitlist",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("schedule", String(64), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("patient", String(64), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("appointment", String(64), nullable=True),
+    Column("note", String(300), nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    Index("ix_hospital_waitlist_day", "tenant", "schedule", "day", "status"),
+    Index("ix_hospital_waitlist_patient", "tenant", "patient", "status"),
 )

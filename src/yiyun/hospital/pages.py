@@ -30,8 +30,8 @@ from yiyun.core.errors import BadRequest, Forbidden, YiyunError
 from yiyun.core.templating import render, request_locale
 from yiyun.fhir.repository import FhirRepository
 from yiyun.hospital import api as hospital_api
-from yiyun.hospital import booking, catalogue
-from yiyun.hospital.codes import CHINA_TZ, CONSULTATION_TYPES, parse_instant, ref_id, today_local
+from yiyun.hospital import booking, catalogue, leave, waitlist
+from yiyun.hospital.codes import CHINA_TZ, CONSULTATION_TYPES, consultation_type_of, parse_instant, ref_id, today_local
 from yiyun.hospital.consultations import admission
 from yiyun.hospital.consultations import api as consult_api
 from yiyun.hospital.consultations import records as consult_records
@@ -56,6 +56,7 @@ from yiyun.hospital.schemas import (
     RulesRequest,
     ScheduleRequest,
     TemplateRequest,
+    WaitlistRequest,
 )
 from yiyun.identity import sessions
 from yiyun.identity.auth import AuthContext
@@ -298,11 +299,13 @@ async def patient_doctor(request: Request, hospital: str, role_id: str, ctx: Aut
         return problem(request, err.status, err.message)
     by_type: dict[str, dict[str, list]] = {}
     types = {s["schedule"]: s["type"] for s in doc["services"]}
+    full = await _full_days(hospital, list(types))
     for slot in doc["slots"]:
         day = (local_day_label_en if _english(request) else local_day_label)(slot["start"])
         by_type.setdefault(types.get(slot["schedule"], slot.get("type") or ""), {}).setdefault(day, []).append(slot)
     return page(request, "hospital/patient_doctor.html", tab="doctors", doc=doc, by_type=by_type, error=error,
-                status=400 if error else 200)
+                full_days=[(types[sid], day) for sid, days in full.items() for day in days if sid in types],
+                schedule_of={t: sid for sid, t in types.items()}, status=400 if error else 200)
 
 
 # ------------------------------------------------------------------ patient: booking
@@ -349,7 +352,8 @@ async def patient_book(request: Request, ctx: AuthContext = Depends(patient_user
 
 
 @router.get("/patient/appointments")
-async def patient_appointments(request: Request, ctx: AuthContext = Depends(patient_user)):
+async def patient_appointments(request: Request, ctx: AuthContext = Depends(patient_user),
+                               notice: str = Query("", max_length=300), error: str = Query("", max_length=500)):
     async with unit_of_work(get_engine(), write=False) as conn:
         slugs = [h["slug"] for h in await catalogue.list_hospitals(conn)]
     appts = await _describe(await _my_appointments(ctx, slugs))
@@ -357,7 +361,9 @@ async def patient_appointments(request: Request, ctx: AuthContext = Depends(pati
     upcoming = [a for a in appts if a["status"] in ("booked", "arrived", "checked-in") and (a["end"] or "") >= now[:19]]
     past = [a for a in appts if a not in upcoming]
     past.reverse()
-    return page(request, "hospital/patient_appointments.html", tab="appointments", upcoming=upcoming, past=past)
+    entries, notes = await _my_waitlist(ctx, slugs), await _my_notifications(ctx, slugs)
+    return page(request, "hospital/patient_appointments.html", tab="appointments", upcoming=upcoming, past=past,
+                waitlist=entries, notifications=notes, notice=notice, error=error)
 
 
 async def _appointment(ctx: AuthContext, hospital: str, appointment_id: str) -> dict | None:
@@ -386,8 +392,9 @@ async def patient_appointment(request: Request, hospital: str, appointment_id: s
             except YiyunError:
                 slots = []
         reminders = await booking.reminders_of(conn, hospital, appointment_id)
+    rebook = await _rebook(ctx, appt)
     return page(request, "hospital/patient_appointment.html", tab="appointments", appt=appt, booked=bool(booked),
-                slots=slots, reminders=reminders, rules=rules, error=error)
+                slots=slots, reminders=reminders, rules=rules, error=error, rebook=rebook)
 
 
 @router.post("/patient/appointments/{hospital}/{appointment_id}/cancel")
@@ -846,11 +853,12 @@ async def doctor_schedule_post(request: Request, ctx: AuthContext = Depends(doct
             await hospital_api.generate(GenerateRequest(days=14, schedules=[form.get("schedule", "")]), ctx=ctx)
             notice = "已添加出诊时段并生成号源 (template added, slots generated)"
         elif action == "leave":
-            await hospital_api.add_leave(LeaveRequest(
-                role=roles[0], start=_local_dt(form.get("start_day", ""), form.get("start_time", "00:00")),
-                end=_local_dt(form.get("end_day", ""), form.get("end_time", "23:59")),
-                reason=form.get("reason", "")), ctx=ctx)
-            notice = "已登记停诊，相关号源已关闭 (leave recorded)"
+            body = _leave_request(form, roles[0])
+            confirm = await _leave_needs_confirming(request, body, form, "/doctor/schedule", "doctor", ctx)
+            if confirm is not None:
+                return confirm
+            done = await hospital_api.add_leave(body, ctx=ctx)
+            notice = _leave_notice(done)
         elif action == "exception":
             await hospital_api.add_exception(ExceptionRequest(
                 kind=form.get("kind", ""), target=f"Schedule/{form.get('schedule', '')}",
@@ -913,8 +921,9 @@ async def admin_home(request: Request, ctx: AuthContext = Depends(admin_user),
         return problem(request, err.status, err.message, area="admin")
     for doc in doctors:
         doc["offers"] = {t: schedules.get((doc["id"], t)) for t in CONSULTATION_TYPES}
+    departments = (await hospital_api.admin_departments(ctx=ctx))["departments"]
     return page(request, "hospital/admin_home.html", nav="admin", area="admin", hospital=info, doctors=doctors, rules=rules,
-                notice=notice, error=error)
+                departments=departments, notice=notice, error=error, today=today_local().isoformat())
 
 
 RULE_FIELDS = ("cancel_cutoff_minutes", "booking_window_days", "max_active_per_day", "max_active_per_department_day",
@@ -953,6 +962,154 @@ async def admin_daily(request: Request, day: date | None = None, ctx: AuthContex
         return problem(request, err.status, err.message, area="admin")
     return page(request, "hospital/admin_daily.html", nav="daily", area="admin", view=view, day=day.isoformat(),
                 prev=(day - timedelta(days=1)).isoformat(), next=(day + timedelta(days=1)).isoformat())
+
+
+# ------------------------------------------------------------------ leave, waitlist, rebooking
+def _leave_request(form: dict, role: str) -> LeaveRequest:
+    return LeaveRequest(role=role, start=_local_dt(form.get("start_day", ""), form.get("start_time") or "00:00"),
+                        end=_local_dt(form.get("end_day", ""), form.get("end_time") or "23:59"),
+                        reason=form.get("reason", ""), confirm=form.get("confirm") == "1",
+                        expected_bookings=int(form["expected"]) if str(form.get("expected", "")).isdigit() else None)
+
+
+def _leave_notice(done: dict) -> str:
+    n = len(done.get("cancelled") or [])
+    if n:
+        return f"已登记停诊，取消 {n} 个预约并已通知患者 (leave recorded; {n} bookings cancelled, patients told)"
+    return "已登记停诊，相关号源已关闭 (leave recorded)"
+
+
+async def _leave_needs_confirming(request: Request, body: LeaveRequest, form: dict, action: str, area: str,
+                                  ctx: AuthContext) -> HTMLResponse | None:
+    """The page that shows how many bookings a leave cancels, before it is recorded."""
+    if body.confirm:
+        return None
+    found = await hospital_api.preview_exception(target=f"PractitionerRole/{body.role}", start=body.start,
+                                                 end=body.end, ctx=ctx)
+    if not found["bookings"]:
+        return None
+    appts = await _describe(found["appointments"])
+    fields = {k: v for k, v in form.items() if k not in ("csrf_token", "confirm", "expected")}
+    return page(request, "hospital/leave_confirm.html", nav="schedule" if area == "doctor" else "admin", area=area,
+                count=found["bookings"], appointments=appts, fields=fields, action=action)
+
+
+@router.post("/hospital-admin/leave")
+async def admin_leave(request: Request, ctx: AuthContext = Depends(admin_user)):
+    """An administrator records a doctor's leave (停诊) after seeing the bookings it cancels."""
+    try:
+        form = await form_of(request)
+        body = _leave_request(form, form.get("role", ""))
+        confirm = await _leave_needs_confirming(request, body, form, "/hospital-admin/leave", "admin", ctx)
+        if confirm is not None:
+            return confirm
+        done = await hospital_api.add_leave(body, ctx=ctx)
+    except (YiyunError, ValidationError, ValueError) as err:
+        return back("/hospital-admin", error=error_text(err))
+    return back("/hospital-admin", notice=_leave_notice(done))
+
+
+@router.post("/hospital-admin/departments")
+async def admin_department(request: Request, ctx: AuthContext = Depends(admin_user)):
+    """Add a department, or open or close one (field `id`)."""
+    try:
+        form = await form_of(request)
+        if form.get("id"):
+            await hospital_api.update_department(form["id"], {"active": form.get("active") == "1"}, ctx=ctx)
+        else:
+            body = {k: form[k] for k in ("name", "phone", "comment") if form.get(k)}
+            await hospital_api.create_department({"name": form.get("name", ""), **body}, ctx=ctx)
+    except (YiyunError, ValidationError, ValueError) as err:
+        return back("/hospital-admin", error=error_text(err))
+    return back("/hospital-admin", notice="科室已保存 (department saved)")
+
+
+@router.post("/hospital-admin/doctors")
+async def admin_doctor(request: Request, ctx: AuthContext = Depends(admin_user)):
+    """Add a doctor to a department."""
+    try:
+        form = await form_of(request)
+        body = {k: form[k] for k in ("title", "gender", "introduction") if form.get(k)}
+        await hospital_api.create_doctor({"name": form.get("name", ""), "department": form.get("department", ""),
+                                          **body}, ctx=ctx)
+    except (YiyunError, ValidationError, ValueError) as err:
+        return back("/hospital-admin", error=error_text(err))
+    return back("/hospital-admin", notice="医生已添加，请为其开通问诊服务 (doctor added: open their services)")
+
+
+async def _full_days(hospital: str, schedule_ids: list[str]) -> dict[str, list[str]]:
+    async with unit_of_work(get_engine(), write=False) as conn:
+        return await waitlist.full_days(catalogue.directory_repo(conn, hospital), schedule_ids)
+
+
+async def _my_waitlist(ctx: AuthContext, hospitals: list[str]) -> list[dict]:
+    out = []
+    for slug in hospitals:
+        try:
+            entries = (await hospital_api.my_waitlist(hospital=slug, ctx=ctx))["entries"]
+        except YiyunError:
+            continue
+        if not entries:
+            continue
+        async with unit_of_work(get_engine(), write=False) as conn:
+            d = await catalogue.load_directory(conn, slug)
+        for e in entries:
+            sched = d.schedules.get(e["schedule"]) or {}
+            role = next((rid for a in sched.get("actor") or [] if (rid := ref_id(a, "PractitionerRole"))), None)
+            if role in d.roles:
+                summary = catalogue.doctor_summary(d, role)
+                e.update(doctor_name=summary["name"], department_name=summary["department"], role=role)
+            e["hospital_name"] = catalogue.hospital_summary(d)["name"]
+            e["type"] = consultation_type_of(sched)
+            out.append(e)
+    return out
+
+
+async def _my_notifications(ctx: AuthContext, hospitals: list[str]) -> list[dict]:
+    out = []
+    for slug in hospitals:
+        try:
+            items = (await hospital_api.my_notifications(hospital=slug, ctx=ctx))["notifications"]
+        except YiyunError:
+            continue
+        out.extend({**n, "hospital": slug} for n in items)
+    return sorted(out, key=lambda n: n["sent"] or "", reverse=True)[:10]
+
+
+async def _rebook(ctx: AuthContext, appt: dict) -> dict | None:
+    """Other slots for a booking the hospital cancelled (停诊), to rebook in one tap."""
+    if not leave.cancelled_by_hospital(appt):
+        return None
+    try:
+        return await hospital_api.rebook_options(appt["hospital"], appt["id"], ctx=ctx)
+    except YiyunError:
+        return None
+
+
+@router.post("/patient/waitlist")
+async def patient_join_waitlist(request: Request, ctx: AuthContext = Depends(patient_user)):
+    form = await request.form()
+    hospital, role = str(form.get("hospital") or ctx.tenant), str(form.get("role") or "")
+    try:
+        await form_of(request)
+        await hospital_api.join_waitlist(WaitlistRequest(schedule=form.get("schedule", ""), day=form.get("day", ""),
+                                                         hospital=hospital), ctx=ctx)
+    except (YiyunError, ValidationError) as err:
+        if role:
+            return await patient_doctor(request, hospital, role, ctx=ctx, error=error_text(err))
+        return problem(request, getattr(err, "status", 400), error_text(err))
+    return back("/patient/appointments", notice="已加入候补，有号释放时将自动为您预约并通知您 (on the waitlist)")
+
+
+@router.post("/patient/waitlist/{hospital}/{entry_id}/leave")
+async def patient_leave_waitlist(request: Request, hospital: str, entry_id: int,
+                                 ctx: AuthContext = Depends(patient_user)):
+    try:
+        await form_of(request)
+        await hospital_api.leave_waitlist(hospital, entry_id, ctx=ctx)
+    except YiyunError as err:
+        return back("/patient/appointments", error=error_text(err))
+    return back("/patient/appointments", notice="已取消候补 (left the waitlist)")
 
 
 def install(app: FastAPI) -> None:

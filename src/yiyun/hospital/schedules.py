@@ -61,11 +61,12 @@ async def create_schedule(repo: FhirRepository, role_id: str, consultation_type:
                           active: bool = True, comment: str | None = None) -> StoredResource:
     """Create or update the Schedule of a doctor's consultation type (idempotent)."""
     if consultation_type not in CONSULTATION_TYPES:
-        raise BadRequest(f"未知的问诊类型 {consultation_type!r}；可用：{', '.join(CONSULTATION_TYPES)}")
+        raise BadRequest(f"未知的问诊类型 {consultation_type!r}；可用：{', '.join(CONSULTATION_TYPES)} "
+                         f"(unknown consultation type)")
     if not isinstance(fee_fen, int) or isinstance(fee_fen, bool) or not 0 <= fee_fen <= 1_000_000:
         raise BadRequest("诊查费须为 0–1,000,000 分的整数 (fee in fen, 0 to 1,000,000)")
     if not is_valid_id(role_id):
-        raise BadRequest(f"医生岗位 id 不合法: {role_id!r}")
+        raise BadRequest(f"医生岗位 id 不合法: {role_id!r} (invalid role id)")
     role = await repo.read("PractitionerRole", role_id)
     r = role.resource
     actors = [{"reference": f"PractitionerRole/{role_id}", "display": (r.get("practitioner") or {}).get("display")}]

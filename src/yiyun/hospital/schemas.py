@@ -52,6 +52,9 @@ class ExceptionRequest(_Body):
     end: datetime
     reason: str = Field("", max_length=200)
     slot_minutes: int | None = Field(None, ge=5, le=120)
+    confirm: bool = Field(False, description="cancel the bookings it covers (after seeing how many)")
+    expected_bookings: int | None = Field(None, ge=0, le=100_000,
+                                          description="the count seen before confirming; refused when it changed")
 
 
 class LeaveRequest(_Body):
@@ -59,6 +62,9 @@ class LeaveRequest(_Body):
     start: datetime
     end: datetime
     reason: str = Field("", max_length=200)
+    confirm: bool = Field(False, description="cancel the bookings it covers (after seeing how many)")
+    expected_bookings: int | None = Field(None, ge=0, le=100_000,
+                                          description="the count seen before confirming; refused when it changed")
 
 
 class GenerateRequest(_Body):
@@ -75,3 +81,15 @@ class RulesRequest(_Body):
     noshow_threshold: int | None = None
     noshow_window_days: int | None = None
     block_days: int | None = None
+
+
+class ServiceRequest(_Body):
+    fee_fen: int = Field(ge=0, le=1_000_000)
+    active: bool = True
+
+
+class WaitlistRequest(_Body):
+    schedule: str = ID
+    day: date
+    hospital: str | None = Field(None, max_length=64)
+    patient: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]{1,64}$")

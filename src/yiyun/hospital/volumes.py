@@ -6,6 +6,11 @@ waiting times of one local day, by department and consultation type.
 Waiting time is measured from the booked start to the start of the Encounter that
 references the Appointment (`Encounter.appointment`), for visits that have one; lead time
 is from booking (`Appointment.created`) to the booked start.
+
+Online consultations (`online_waiting`): for those created (queued) that local day, the
+minutes from creation to a doctor accepting it, median and 90th percentile (nearest rank)
+per department, with how many are still waiting and how many were given up unanswered.
+The department is the consultation's own, else that of the accepting doctor's role.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import statistics
 from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
 
+from sqlalchemy import select
+
 from yiyun.fhir.repository import FhirRepository
 from yiyun.hospital.booking import participant_ids
-from yiyun.hospital.codes import CONSULTATION_TYPES, consultation_type_of, local_moment, parse_instant
+from yiyun.hospital.codes import CONSULTATION_TYPES, EXT_DEPARTMENT, consultation_type_of, local_moment, parse_instant, to_us
+from yiyun.hospital.consultation_models import consult_session
 
 PAGE = 1000
 
@@ -83,4 +91,62 @@ async def daily_view(repo: FhirRepository, day: date, service_names: dict[str, s
         "slots": {"total": len(slots), **dict(slot_status)},
         "lead_time_hours": _stats(lead),
         "waiting_minutes": _stats(waits),
+        "online_waiting": await online_waiting(repo, lo, hi, names),
     }
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (the smallest value with at least p% of values at or below it)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))  # ceil(n·p/100)
+    return ordered[int(rank) - 1]
+
+
+async def _department_services(repo: FhirRepository) -> dict[str, str]:
+    """Practitioner/<id> (for consultations with no department) and Organization/<id> (a
+    department named by its Organization) → the HealthcareService id of that department."""
+    out: dict[str, str] = {}
+    for s in await _all(repo, "HealthcareService", []):
+        for ext in s.get("extension") or []:
+            if ext.get("url") == EXT_DEPARTMENT and (ref := (ext.get("valueReference") or {}).get("reference")):
+                out.setdefault(ref, s["id"])
+    roles = await _all(repo, "PractitionerRole", [])
+    for r in roles:
+        prac = ((r.get("practitioner") or {}).get("reference") or "").removeprefix("Practitioner/")
+        service = next((hs.get("reference", "").removeprefix("HealthcareService/")
+                        for hs in r.get("healthcareService") or []), None)
+        if prac and service:
+            out.setdefault(f"Practitioner/{prac}", service)
+    return out
+
+
+async def online_waiting(repo: FhirRepository, lo: datetime, hi: datetime, names: dict[str, str]) -> list[dict]:
+    c = consult_session.c
+    rows = (await repo.conn.execute(select(c.department, c.doctor_id, c.state, c.created_us, c.accepted_us).where(
+        c.tenant == repo.ctx.tenant, c.created_us >= to_us(lo), c.created_us < to_us(hi)))).all()
+    if not rows:
+        return []
+    services = await _department_services(repo)
+    groups: dict[str, dict] = defaultdict(lambda: {"waits": [], "waiting": 0, "abandoned": 0, "total": 0})
+    for r in rows:
+        dept = r.department or ""
+        dept = services.get(dept, dept).removeprefix("HealthcareService/") or services.get(
+            f"Practitioner/{r.doctor_id}", "-")
+        g = groups[dept]
+        g["total"] += 1
+        if r.accepted_us is not None:
+            g["waits"].append(max(r.accepted_us - r.created_us, 0) / 60_000_000)
+        elif r.state == "waiting":
+            g["waiting"] += 1
+        else:
+            g["abandoned"] += 1
+    out = []
+    for dept, g in sorted(groups.items()):
+        waits = g["waits"]
+        out.append({"id": dept, "name": names.get(dept, dept), "consultations": g["total"], "accepted": len(waits),
+                    "still_waiting": g["waiting"], "unanswered": g["abandoned"],
+                    "median_minutes": round(statistics.median(waits), 1) if waits else None,
+                    "p90_minutes": round(percentile(waits, 90), 1) if waits else None})
+    return out
