@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     session_absolute_hours: int = Field(default=12, description="Web session ends this long after sign-in.")
     session_secure_cookie: bool = Field(default=False, description="Always mark the session cookie Secure.")
     sms_provider: str = Field(default="outbox", description="SMS sender: outbox (development) | disabled.")
+    jobs_url: str = Field(default="", description="Job queue (Huey): empty means a SQLite file data_dir/jobs.db; "
+                                                 "sqlite:///path or redis://host:port/db.")
+    jobs_inline: bool | None = Field(default=None, description="Run a job consumer inside `yiyun serve`; default: "
+                                                               "yes with a SQLite queue, no with Redis.")
 
     @property
     def resolved_database_url(self) -> str:

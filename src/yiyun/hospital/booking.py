@@ -84,6 +84,9 @@ class BookingRules:
     - `noshow_threshold` no-shows within `noshow_window_days` suspend online booking for
       `block_days` (爽约 rules of regional booking platforms, e.g. 北京市预约挂号统一平台;
       3 in 90 days → 30 days here, deliberately mild).
+    - A booked visit nobody checked in or started is marked a no-show automatically
+      `noshow_grace_minutes` after its end (`yiyun.hospital.tasks`): the grace covers a
+      late-running clinic and a late check-in at the desk.
     """
 
     cancel_cutoff_minutes: int = 120
@@ -93,6 +96,7 @@ class BookingRules:
     noshow_threshold: int = 3
     noshow_window_days: int = 90
     block_days: int = 30
+    noshow_grace_minutes: int = 30
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +111,7 @@ RULE_LIMITS = {
     "noshow_threshold": (1, 50),
     "noshow_window_days": (1, 365),
     "block_days": (0, 365),
+    "noshow_grace_minutes": (0, 24 * 60),
 }
 
 
@@ -540,7 +545,7 @@ async def reminders_of(conn: AsyncConnection, tenant: str, appointment_id: str) 
     rows = await conn.execute(select(reminder).where(reminder.c.tenant == tenant,
                                                      reminder.c.appointment == appointment_id)
                               .order_by(reminder.c.due_us))
-    return [{"kind": r.kind, "due_us": r.due_us, "sent": r.sent_us is not None} for r in rows]
+    return [{"kind": r.kind, "due_us": r.due_us, "sent": r.outcome == "sent", "outcome": r.outcome} for r in rows]
 
 
 # ------------------------------------------------------------------ no-shows
