@@ -92,8 +92,14 @@ def worker(
                                   help="Also schedule the periodic jobs (run the scheduler in one worker only)."),
 ) -> None:
     """Run background jobs (reminders, automatic no-shows …) from the job queue until stopped."""
-    from yiyun.core import jobs
+    import logging
 
+    from yiyun.core import jobs
+    from yiyun.core.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     jobs.load(JOB_MODULES)
     queue = jobs.get_queue()
     console.print(f"jobs: {', '.join(sorted(queue.yiyun_tasks))} ({type(queue).__name__})")

@@ -370,3 +370,39 @@ def test_inline_consumer_by_default_only_with_the_sqlite_queue(monkeypatch):
         from yiyun.core.jobs import queue_for
 
         queue_for("amqp://localhost")
+
+
+async def test_one_yiyun_serve_process_delivers_reminders_itself(hospital, repo_factory, engine):
+    """`make demo` runs one `yiyun serve`: with the SQLite queue it runs the jobs inline."""
+    from tests.conftest import running_server
+    from yiyun.hospital.models import reminder
+
+    phone = _mobile()
+    await _give_phone(repo_factory, "pat-zhang", phone)
+    appt = await _book_at(repo_factory, hospital, datetime.now(timezone.utc).replace(second=0, microsecond=0)
+                          + timedelta(hours=3))
+    async with repo_factory() as repo:  # an hour passes: the 2 h reminder falls due
+        await repo.conn.execute(update(reminder).where(reminder.c.tenant == hospital.tenant,
+                                                       reminder.c.appointment == appt["id"])
+                                .values(due_us=reminder.c.due_us - 61 * MIN))
+    env = {**os.environ, "YIYUN_JOBS_INLINE": "true", **_same_keys()}
+    env.pop("YIYUN_JOBS_URL", None)
+    with running_server(env):
+        for _ in range(60):  # the scheduler enqueues the every-minute jobs as it starts
+            if await _outbox(engine, phone):
+                break
+            await asyncio.sleep(0.5)
+    [message] = await _outbox(engine, phone)
+    assert "就诊提醒" in message
+
+
+def _same_keys() -> dict[str, str]:
+    """The key files this test process seals with (loaded once per process), for a server
+    that must open the phone numbers it sealed."""
+    from yiyun.identity.protection.keyring import audit_keyring, field_keyring
+
+    env = {}
+    for name, ring in (("YIYUN_ENCRYPTION_KEY_FILE", field_keyring()), ("YIYUN_AUDIT_KEY_FILE", audit_keyring())):
+        if ring.source != "environment":
+            env[name] = ring.source
+    return env

@@ -54,12 +54,18 @@ WEEKDAYS = "一二三四五六日"
 # ------------------------------------------------------------------ jobs
 @jobs.periodic(REMINDER_JOB, minute="*")
 def send_reminders() -> int:
-    return jobs.run_async(deliver_due_reminders)
+    sent = jobs.run_async(deliver_due_reminders)
+    if sent:
+        log.info("reminders_sent", count=sent)
+    return sent
 
 
 @jobs.periodic(NOSHOW_JOB, minute="*")
 def mark_noshows() -> int:
-    return jobs.run_async(mark_overdue_noshows)
+    marked = jobs.run_async(mark_overdue_noshows)
+    if marked:
+        log.info("noshows_marked", count=marked)
+    return marked
 
 
 def _ensure_hooks() -> None:
