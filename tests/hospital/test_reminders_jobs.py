@@ -406,3 +406,37 @@ def _same_keys() -> dict[str, str]:
         if ring.source != "environment":
             env[name] = ring.source
     return env
+
+
+async def test_yiyun_worker_process_runs_the_jobs_and_stops_on_sigterm(hospital, repo_factory, engine, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from yiyun.hospital.models import reminder
+
+    phone = _mobile()
+    await _give_phone(repo_factory, "pat-zhang", phone)
+    appt = await _book_at(repo_factory, hospital, datetime.now(timezone.utc).replace(second=0, microsecond=0)
+                          + timedelta(hours=3))
+    async with repo_factory() as repo:  # an hour passes: the 2 h reminder falls due
+        await repo.conn.execute(update(reminder).where(reminder.c.tenant == hospital.tenant,
+                                                       reminder.c.appointment == appt["id"])
+                                .values(due_us=reminder.c.due_us - 61 * MIN))
+    env = {**os.environ, "YIYUN_JOBS_URL": f"sqlite:///{tmp_path / 'queue.db'}", "YIYUN_LOG_LEVEL": "INFO",
+           **_same_keys()}
+    proc = subprocess.Popen([sys.executable, "-m", "yiyun.cli", "worker", "--workers", "2"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(60):  # the periodic jobs are scheduled as the worker starts
+            if await _outbox(engine, phone) or proc.poll() is not None:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-2000:]
+    assert "hospital.send_reminders" in err and "Shutting down gracefully" in err
+    [message] = await _outbox(engine, phone)
+    assert "就诊提醒" in message and "就诊序号 1 号" in message

@@ -175,9 +175,10 @@ class InlineConsumer(Consumer):
 
 
 def consumer_for(queue: Huey, *, workers: int = 1, periodic: bool = True, inline: bool = False) -> Consumer:
+    # SIGTERM (what systemd and Kubernetes send) lets the jobs in hand finish; SIGINT stops at once
     cls = InlineConsumer if inline else Consumer
     return cls(queue, workers=workers, periodic=periodic, worker_type="thread", initial_delay=0.1,
-               max_delay=2.0 if inline else 10.0)
+               max_delay=2.0 if inline else 10.0, graceful_signal="TERM")
 
 
 def start_inline(queue: Huey, *, workers: int = 1, periodic: bool = True) -> Consumer:
