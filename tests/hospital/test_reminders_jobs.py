@@ -116,17 +116,17 @@ async def test_each_reminder_is_sent_once_in_chinese_to_the_patients_mobile(hosp
     due = {k: r["due_us"] for k, r in (await _reminders(repo_factory, hospital, appt["id"])).items()}
     assert set(due) == {"24h", "2h"}
 
-    await deliver_due_reminders(engine, now=due["24h"] - MIN)
+    await deliver_due_reminders(engine, now=due["24h"] - MIN, tenants=[hospital.tenant])
     assert await _outbox(engine, phone) == []  # nothing before it is due
-    await deliver_due_reminders(engine, now=due["24h"] + MIN)
+    await deliver_due_reminders(engine, now=due["24h"] + MIN, tenants=[hospital.tenant])
     [first] = await _outbox(engine, phone)
     local = start.astimezone(timezone(timedelta(hours=8)))
     for part in ("【医云】", "测试医院", "呼吸内科", "李医生（主任医师）", "门诊", "明天",
                  f"{local.month}月{local.day}日", f"{local:%H:%M}", "就诊序号 1 号", "签到"):
         assert part in first, (part, first)
-    await deliver_due_reminders(engine, now=due["24h"] + 2 * MIN)
+    await deliver_due_reminders(engine, now=due["24h"] + 2 * MIN, tenants=[hospital.tenant])
     assert len(await _outbox(engine, phone)) == 1  # sent once, not on every run
-    await deliver_due_reminders(engine, now=due["2h"] + MIN)
+    await deliver_due_reminders(engine, now=due["2h"] + MIN, tenants=[hospital.tenant])
     messages = await _outbox(engine, phone)
     assert len(messages) == 2 and "2 小时后" in messages[0]
     state = await _reminders(repo_factory, hospital, appt["id"])
@@ -149,7 +149,7 @@ async def test_cancelled_visits_and_patients_without_phone_get_no_sms(hospital, 
         await booking.cancel(repo, booking.Actor(*STAFF), cancelled["id"], reason="医生停诊")
     now = _us(child["start"]) - 2 * 60 * MIN + MIN  # every 2 h reminder of the three is due
 
-    await deliver_due_reminders(engine, now=now)
+    await deliver_due_reminders(engine, now=now, tenants=[hospital.tenant])
     messages = await _outbox(engine, wang_phone)
     assert len(messages) == 1 and f"{_local_time(wang['start'])}" in messages[0]
     assert (await _reminders(repo_factory, hospital, wang["id"]))["2h"]["outcome"] == "sent"
@@ -172,17 +172,17 @@ async def test_a_failed_send_is_retried_later_and_given_up_after_the_last_try(ho
     again = await _book_at(repo_factory, hospital, start + timedelta(minutes=30))
     due = (await _reminders(repo_factory, hospital, appt["id"]))["24h"]["due_us"]
 
-    assert await deliver_due_reminders(engine, now=due + MIN, sms=UnreachableGateway()) == 0
+    assert await deliver_due_reminders(engine, now=due + MIN, sms=UnreachableGateway(), tenants=[hospital.tenant]) == 0
     state = (await _reminders(repo_factory, hospital, appt["id"]))["24h"]
     assert state["sent"] is False and state["outcome"] is None
     assert await _outbox(engine, phone) == []
-    await deliver_due_reminders(engine, now=due + 2 * MIN)  # the gateway is back
+    await deliver_due_reminders(engine, now=due + 2 * MIN, tenants=[hospital.tenant])  # the gateway is back
     assert len(await _outbox(engine, phone)) == 1
     assert (await _reminders(repo_factory, hospital, appt["id"]))["24h"]["outcome"] == "sent"
 
     later = _us(again["start"]) - 24 * 60 * MIN + MIN
     for i in range(MAX_ATTEMPTS):
-        await deliver_due_reminders(engine, now=later + i * MIN, sms=UnreachableGateway())
+        await deliver_due_reminders(engine, now=later + i * MIN, sms=UnreachableGateway(), tenants=[hospital.tenant])
     from yiyun.hospital.models import reminder
 
     async with repo_factory(write=False) as repo:
@@ -190,7 +190,7 @@ async def test_a_failed_send_is_retried_later_and_given_up_after_the_last_try(ho
             reminder.c.tenant == hospital.tenant, reminder.c.appointment == again["id"],
             reminder.c.kind == "24h"))).first()
     assert (row.outcome, row.attempts) == ("failed", MAX_ATTEMPTS) and "unreachable" in row.last_error
-    await deliver_due_reminders(engine, now=later + 10 * MIN)
+    await deliver_due_reminders(engine, now=later + 10 * MIN, tenants=[hospital.tenant])
     assert len(await _outbox(engine, phone)) == 1  # given up: not sent after all
 
 
@@ -205,11 +205,11 @@ async def test_two_senders_at_once_send_each_reminder_exactly_once(hospital, rep
     now = _us(booked[-1]["start"]) - 24 * 60 * MIN + MIN  # the six 24 h reminders are due
     other = create_engine_for(str(engine.url.render_as_string(hide_password=False)))  # a second "worker"
     try:
-        counts = await asyncio.gather(deliver_due_reminders(engine, now=now, sms=SlowOutbox()),
-                                      deliver_due_reminders(other, now=now, sms=SlowOutbox()))
+        counts = await asyncio.gather(*(deliver_due_reminders(worker, now=now, sms=SlowOutbox(),
+                                                              tenants=[hospital.tenant]) for worker in (engine, other)))
     finally:
         await other.dispose()
-    assert sum(counts) >= 6
+    assert sum(counts) == 6
     messages = await _outbox(engine, phone)
     assert len(messages) == 6
     assert sorted(int(m.split("就诊序号 ")[1].split(" 号")[0]) for m in messages) == [1, 2, 3, 4, 5, 6]

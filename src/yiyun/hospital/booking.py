@@ -527,12 +527,14 @@ async def _schedule_reminders(conn, tenant: str, appointment_id: str, start_us: 
         await conn.execute(insert(reminder), rows)
 
 
-async def due_reminders(conn: AsyncConnection, *, now_us_: int | None = None, limit: int = 500) -> list[dict]:
+async def due_reminders(conn: AsyncConnection, *, now_us_: int | None = None, limit: int = 500,
+                        tenants: list[str] | None = None) -> list[dict]:
     """Reminders due and not sent yet, oldest first: {tenant, appointment, kind, due_us}."""
     now = now_us_ or now_us()
-    rows = await conn.execute(
-        select(reminder).where(reminder.c.due_us <= now, reminder.c.sent_us.is_(None))
-        .order_by(reminder.c.due_us).limit(limit))
+    query = select(reminder).where(reminder.c.due_us <= now, reminder.c.sent_us.is_(None))
+    if tenants is not None:
+        query = query.where(reminder.c.tenant.in_(tenants))
+    rows = await conn.execute(query.order_by(reminder.c.due_us).limit(limit))
     return [{"tenant": r.tenant, "appointment": r.appointment, "kind": r.kind, "due_us": r.due_us} for r in rows]
 
 

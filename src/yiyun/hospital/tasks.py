@@ -95,8 +95,9 @@ class _Audit:
 
 
 # ------------------------------------------------------------------ reminders
-async def deliver_due_reminders(engine: AsyncEngine, *, now: int | None = None, sms=None, limit: int = 500) -> int:
-    """Send every due reminder once; returns how many SMS were sent."""
+async def deliver_due_reminders(engine: AsyncEngine, *, now: int | None = None, sms=None, limit: int = 500,
+                                tenants: list[str] | None = None) -> int:
+    """Send every due reminder (of `tenants`, default all) once; returns how many SMS were sent."""
     from yiyun.identity import sms as sms_module
 
     sender = sms or sms_module.provider()
@@ -105,7 +106,7 @@ async def deliver_due_reminders(engine: AsyncEngine, *, now: int | None = None, 
     _ensure_hooks()
     now = now or now_us()
     async with unit_of_work(engine, write=False) as conn:
-        due = await booking.due_reminders(conn, now_us_=now, limit=limit)
+        due = await booking.due_reminders(conn, now_us_=now, limit=limit, tenants=tenants)
     sent = 0
     async with _Audit() as audit:
         for item in due:
