@@ -279,8 +279,11 @@ async def test_automatic_noshows_count_towards_the_booking_block(client, hospita
     assert refused.status_code == 403 and "爽约" in refused.json()["detail"]
 
 
-async def test_a_started_online_consultation_is_not_a_noshow(client, hospital, repo_factory, engine):
+async def test_a_started_online_consultation_is_not_a_noshow(client, hospital, repo_factory, engine, monkeypatch):
+    from yiyun.hospital import tasks
     from yiyun.hospital.tasks import mark_overdue_noshows
+
+    monkeypatch.setattr(tasks, "SWEEP_PAGE", 1)  # the sweep reads every page, not just the first
 
     online = {"serviceType": [{"coding": [{"system": "https://yiyun.example.cn/fhir/CodeSystem/consultation-type",
                                            "code": "online-text"}]}]}
@@ -289,7 +292,7 @@ async def test_a_started_online_consultation_is_not_a_noshow(client, hospital, r
                           json={"mode": "text", "appointment": f"Appointment/{consulted}",
                                 "form": {"chief_complaint": "咳嗽复诊"}})
     assert r.status_code == 201, r.text
-    not_consulted = await _past(repo_factory, ended_min_ago=60, extra=online)
+    not_consulted = await _past(repo_factory, ended_min_ago=70, extra=online)
     assert await mark_overdue_noshows(engine, tenants=[hospital.tenant]) == 1
     assert await _status(repo_factory, consulted) == "booked"
     assert await _status(repo_factory, not_consulted) == "noshow"

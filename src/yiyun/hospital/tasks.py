@@ -1,4 +1,4 @@
-"""Hospital jobs: booking reminders by SMS and automatic no-shows (every minute).
+"""Hospital jobs: booking reminders by SMS (every minute) and automatic no-shows (every 5 minutes).
 
 Reminders (`deliver_due_reminders`): booking schedules a reminder 24 h and 2 h before each
 booked visit (`booking._schedule_reminders`, table `hospital_reminder`). Each due one is
@@ -43,7 +43,12 @@ REMINDER_JOB = "hospital.send_reminders"
 NOSHOW_JOB = "hospital.mark_noshows"
 MAX_ATTEMPTS = 5
 NOSHOW_LOOKBACK_DAYS = 7
-SWEEP_BATCH = 200  # no-shows looked at per hospital and run; the rest wait for the next minute
+SWEEP_PAGE = 500
+SWEEP_LIMIT = 20_000  # bookings looked at per hospital and run
+# Encounter statuses of a visit that took place or is under way
+# (https://hl7.org/fhir/R4/valueset-encounter-status.html): all but cancelled and entered-in-error.
+VISIT_STATES = ("planned", "arrived", "triaged", "in-progress", "onleave", "finished", "unknown")
+STARTED_ENCOUNTER = "_has:Encounter:appointment:status"
 REMINDABLE = frozenset({"booked", "pending"})
 US_PER_MIN = booking.US_PER_MIN
 JOBS_ACTOR = booking.Actor("system", "system:hospital-jobs")
@@ -60,7 +65,7 @@ def send_reminders() -> int:
     return sent
 
 
-@jobs.periodic(NOSHOW_JOB, minute="*")
+@jobs.periodic(NOSHOW_JOB, minute="*/5")
 def mark_noshows() -> int:
     marked = jobs.run_async(mark_overdue_noshows)
     if marked:
@@ -126,7 +131,7 @@ async def _deliver(engine: AsyncEngine, audit: _Audit, item: dict, now: int, sen
         log.warning("reminder_failed", tenant=item["tenant"], appointment=item["appointment"], kind=item["kind"],
                     error=str(exc)[:200])
         async with unit_of_work(engine) as conn:
-            await _record_failure(conn, item, exc, now_us())
+            await _record_failure(conn, item, exc, now)
         return 0
 
 
@@ -272,16 +277,31 @@ async def _sweep_hospital(engine: AsyncEngine, audit: _Audit, tenant: str, now: 
 
 
 async def overdue_bookings(engine: AsyncEngine, audit: _Audit, tenant: str, now: int) -> list[str]:
-    """Ids of bookings of `tenant` still booked although they ended more than the grace ago."""
+    """Ids of bookings of `tenant` still booked although they ended more than the grace ago
+    and no visit was started for them, oldest first."""
     async with unit_of_work(engine, write=False) as conn:
         rules = await booking.get_rules(conn, tenant)
         cutoff = now - rules.noshow_grace_minutes * US_PER_MIN
         oldest = now - NOSHOW_LOOKBACK_DAYS * 24 * 60 * US_PER_MIN
-        found = await audit.repo(conn, tenant, "system:hospital-noshows").search("Appointment", [
-            ("status", "booked"), ("date", f"lt{instant_from_us(cutoff)}"),
-            ("date", f"ge{instant_from_us(oldest - 24 * 60 * US_PER_MIN)}"), ("_sort", "date"),
-            ("_count", str(SWEEP_BATCH))])
-    return [s.res_id for s in found.matches if _ended_between(s.resource, oldest, cutoff)]
+        repo = audit.repo(conn, tenant, "system:hospital-noshows")
+        window = [("status", "booked"), ("date", f"ge{instant_from_us(oldest)}"),
+                  ("date", f"lt{instant_from_us(cutoff)}")]
+        booked = await _all_pages(repo, window)
+        # online consultations started from a booking leave it booked: found once here
+        # rather than one search per booking (https://hl7.org/fhir/R4/search.html#has)
+        started = {s.res_id for s in await _all_pages(repo, [*window, (STARTED_ENCOUNTER, ",".join(VISIT_STATES))])}
+    return [s.res_id for s in booked if s.res_id not in started and _ended_between(s.resource, oldest, cutoff)]
+
+
+async def _all_pages(repo: FhirRepository, params: list[tuple[str, str]]) -> list:
+    out: list = []
+    while len(out) < SWEEP_LIMIT:
+        page = await repo.search("Appointment", [*params, ("_sort", "date"), ("_count", str(SWEEP_PAGE)),
+                                                 ("_offset", str(len(out)))])
+        out.extend(page.matches)
+        if len(page.matches) < SWEEP_PAGE:
+            break
+    return out
 
 
 def _ended_between(appt: dict, oldest: int, cutoff: int) -> bool:
@@ -292,5 +312,6 @@ def _ended_between(appt: dict, oldest: int, cutoff: int) -> bool:
 async def was_started(repo: FhirRepository, appointment_id: str) -> bool:
     """Whether the visit took place in some form: an Encounter for the booking (an online
     consultation started from it, or a visit opened at the hospital) that is not cancelled."""
-    found = await repo.search("Encounter", [("appointment", f"Appointment/{appointment_id}"), ("_count", "20")])
-    return any(e.resource.get("status") not in ("cancelled", "entered-in-error") for e in found.matches)
+    found = await repo.search("Encounter", [("appointment", f"Appointment/{appointment_id}"),
+                                            ("status", ",".join(VISIT_STATES)), ("_count", "1")])
+    return bool(found.matches)
