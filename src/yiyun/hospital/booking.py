@@ -540,7 +540,7 @@ async def due_reminders(conn: AsyncConnection, *, now_us_: int | None = None, li
 
 async def mark_reminder_sent(conn: AsyncConnection, tenant: str, appointment_id: str, kind: str) -> None:
     await conn.execute(update(reminder).where(reminder.c.tenant == tenant, reminder.c.appointment == appointment_id,
-                                              reminder.c.kind == kind).values(sent_us=now_us()))
+                                              reminder.c.kind == kind).values(sent_us=now_us(), outcome="sent"))
 
 
 async def reminders_of(conn: AsyncConnection, tenant: str, appointment_id: str) -> list[dict]:
