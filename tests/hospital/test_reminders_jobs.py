@@ -53,8 +53,7 @@ async def _give_phone(repo_factory, patient: str, phone: str) -> None:
         await repo.update("Patient", patient, res)
 
 
-async def _book_at(repo_factory, hospital, start: datetime, patient: str = "pat-zhang", minutes: int = 30,
-                   schedule: str | None = None) -> dict:
+async def _book_at(repo_factory, hospital, start: datetime, patient: str = "pat-zhang") -> dict:
     """A Slot of Dr Li's clinic at `start`, booked by staff for `patient`: the booked Appointment."""
     from yiyun.hospital import booking
     from yiyun.hospital.codes import consultation_concept
@@ -63,8 +62,8 @@ async def _book_at(repo_factory, hospital, start: datetime, patient: str = "pat-
     async with repo_factory() as repo:
         await repo.update("Slot", sid, {"resourceType": "Slot", "id": sid, "status": "free",
                                         "serviceType": [consultation_concept("clinic")],
-                                        "schedule": {"reference": f"Schedule/{schedule or hospital.schedule}"},
-                                        "start": _iso(start), "end": _iso(start + timedelta(minutes=minutes))})
+                                        "schedule": {"reference": f"Schedule/{hospital.schedule}"},
+                                        "start": _iso(start), "end": _iso(start + timedelta(minutes=30))})
         stored = await booking.book(repo, booking.Actor(*STAFF), sid, patient)
     return stored.resource
 
@@ -339,29 +338,31 @@ async def test_a_worker_runs_the_reminder_job_from_the_queue(broker, hospital, r
                                                        reminder.c.appointment == appt["id"])
                                 .values(due_us=reminder.c.due_us - 61 * MIN))
 
-    done: dict[str, threading.Event] = {"complete": threading.Event(), "error": threading.Event()}
+    outcomes: list[str] = []
+    finished = threading.Event()
 
     @queue.signal(signals.SIGNAL_COMPLETE, signals.SIGNAL_ERROR)
-    def finished(signal, task, exc=None):  # periodic jobs keep no result: watch them finish
-        done["complete" if signal == signals.SIGNAL_COMPLETE else "error"].set()
+    def on_finish(signal, task, exc=None):  # periodic jobs keep no result: watch them finish
+        outcomes.append(signal if exc is None else f"{signal}: {exc!r}")
+        finished.set()
 
     jobs.enqueue(tasks.REMINDER_JOB, queue=queue)
     assert len(queue) == 1  # waiting for a worker
     consumer = jobs.start_inline(queue, workers=2, periodic=False)
     try:
-        assert await asyncio.to_thread(done["complete"].wait, 60), "the job did not run"
+        assert await asyncio.to_thread(finished.wait, 60), "the job did not run"
     finally:
         await asyncio.to_thread(consumer.stop, True)
         if broker == "redis":
             queue.storage.flush_all()
-    assert not done["error"].is_set() and len(queue) == 0
+    assert outcomes == [signals.SIGNAL_COMPLETE] and len(queue) == 0
     [message] = await _outbox(engine, phone)
     assert "2 小时后" in message and "测试医院" in message
     assert (await _reminders(repo_factory, hospital, appt["id"]))["2h"]["outcome"] == "sent"
 
 
 def test_inline_consumer_by_default_only_with_the_sqlite_queue(monkeypatch):
-    from yiyun.core.jobs import inline_enabled
+    from yiyun.core.jobs import inline_enabled, queue_for
     from yiyun.core.settings import Settings
 
     monkeypatch.delenv("YIYUN_JOBS_INLINE", raising=False)
@@ -370,8 +371,6 @@ def test_inline_consumer_by_default_only_with_the_sqlite_queue(monkeypatch):
     assert inline_enabled(Settings(jobs_url="redis://127.0.0.1:6379/0", jobs_inline=True)) is True
     assert inline_enabled(Settings(jobs_url="", jobs_inline=False)) is False
     with pytest.raises(ValueError, match="YIYUN_JOBS_URL"):
-        from yiyun.core.jobs import queue_for
-
         queue_for("amqp://localhost")
 
 
