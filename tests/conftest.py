@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("YIYUN_SHARED_DATA", REPO.parent / "shared" / "data"))
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 os.environ.setdefault("YIYUN_LOG_LEVEL", "WARNING")
+# servers started by tests run no job consumer unless a test asks for one
+os.environ.setdefault("YIYUN_JOBS_INLINE", "false")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

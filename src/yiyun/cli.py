@@ -49,19 +49,61 @@ def serve(
     workers: int = typer.Option(1, "--workers", help="Worker processes."),
     reload: bool = typer.Option(False, "--reload", help="Reload on code changes (development)."),
 ) -> None:
-    """Start the web and API server."""
+    """Start the web and API server (and, with a SQLite job queue, the job consumer)."""
     import uvicorn
 
-    uvicorn.run(
-        "yiyun.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        reload=reload,
-        log_level=get_settings().log_level.lower(),
-        access_log=False,
-    )
+    consumer = _start_inline_jobs()
+    try:
+        uvicorn.run(
+            "yiyun.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            reload=reload,
+            log_level=get_settings().log_level.lower(),
+            access_log=False,
+        )
+    finally:
+        if consumer is not None:
+            consumer.stop(graceful=True)
+
+
+# ---------------------------------------------------------------------- jobs
+# The domains' job modules (`tasks.py`): every consumer loads these.
+JOB_MODULES = ("yiyun.hospital.tasks",)
+
+
+def _start_inline_jobs():
+    """A job consumer in threads of the server process when `YIYUN_JOBS_INLINE` (default:
+    with the SQLite queue) says so, so that one `yiyun serve` also sends reminders."""
+    from yiyun.core import jobs
+
+    if not jobs.inline_enabled():
+        return None
+    jobs.load(JOB_MODULES)
+    return jobs.start_inline(jobs.get_queue())
+
+
+@app.command()
+def worker(
+    workers: int = typer.Option(2, "--workers", min=1, max=64, help="Worker threads."),
+    periodic: bool = typer.Option(True, "--periodic/--no-periodic",
+                                  help="Also schedule the periodic jobs (run the scheduler in one worker only)."),
+) -> None:
+    """Run background jobs (reminders, automatic no-shows …) from the job queue until stopped."""
+    import logging
+
+    from yiyun.core import jobs
+    from yiyun.core.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    jobs.load(JOB_MODULES)
+    queue = jobs.get_queue()
+    console.print(f"jobs: {', '.join(sorted(queue.yiyun_tasks))} ({type(queue).__name__})")
+    jobs.consumer_for(queue, workers=workers, periodic=periodic).run()
 
 
 # ----------------------------------------------------------------------- db

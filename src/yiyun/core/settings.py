@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     sms_provider: str = Field(default="outbox", description="SMS sender: outbox (development) | disabled.")
     cors_origins: str = Field(default="", description="Comma-separated origins of browser apps allowed to call the "
                               "FHIR API and token endpoints (besides registered OAuth clients' redirect URIs).")
+    jobs_url: str = Field(default="", description="Job queue (Huey): empty means a SQLite file data_dir/jobs.db; "
+                                                 "sqlite:///path or redis://host:port/db.")
+    jobs_inline: bool | None = Field(default=None, description="Run a job consumer inside `yiyun serve`; default: "
+                                                               "yes with a SQLite queue, no with Redis.")
 
     @property
     def resolved_database_url(self) -> str:

@@ -84,6 +84,9 @@ class BookingRules:
     - `noshow_threshold` no-shows within `noshow_window_days` suspend online booking for
       `block_days` (爽约 rules of regional booking platforms, e.g. 北京市预约挂号统一平台;
       3 in 90 days → 30 days here, deliberately mild).
+    - A booked visit nobody checked in or started is marked a no-show automatically
+      `noshow_grace_minutes` after its end (`yiyun.hospital.tasks`): the grace covers a
+      late-running clinic and a late check-in at the desk.
     """
 
     cancel_cutoff_minutes: int = 120
@@ -93,6 +96,7 @@ class BookingRules:
     noshow_threshold: int = 3
     noshow_window_days: int = 90
     block_days: int = 30
+    noshow_grace_minutes: int = 30
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +111,7 @@ RULE_LIMITS = {
     "noshow_threshold": (1, 50),
     "noshow_window_days": (1, 365),
     "block_days": (0, 365),
+    "noshow_grace_minutes": (0, 24 * 60),
 }
 
 
@@ -522,25 +527,27 @@ async def _schedule_reminders(conn, tenant: str, appointment_id: str, start_us: 
         await conn.execute(insert(reminder), rows)
 
 
-async def due_reminders(conn: AsyncConnection, *, now_us_: int | None = None, limit: int = 500) -> list[dict]:
+async def due_reminders(conn: AsyncConnection, *, now_us_: int | None = None, limit: int = 500,
+                        tenants: list[str] | None = None) -> list[dict]:
     """Reminders due and not sent yet, oldest first: {tenant, appointment, kind, due_us}."""
     now = now_us_ or now_us()
-    rows = await conn.execute(
-        select(reminder).where(reminder.c.due_us <= now, reminder.c.sent_us.is_(None))
-        .order_by(reminder.c.due_us).limit(limit))
+    query = select(reminder).where(reminder.c.due_us <= now, reminder.c.sent_us.is_(None))
+    if tenants is not None:
+        query = query.where(reminder.c.tenant.in_(tenants))
+    rows = await conn.execute(query.order_by(reminder.c.due_us).limit(limit))
     return [{"tenant": r.tenant, "appointment": r.appointment, "kind": r.kind, "due_us": r.due_us} for r in rows]
 
 
 async def mark_reminder_sent(conn: AsyncConnection, tenant: str, appointment_id: str, kind: str) -> None:
     await conn.execute(update(reminder).where(reminder.c.tenant == tenant, reminder.c.appointment == appointment_id,
-                                              reminder.c.kind == kind).values(sent_us=now_us()))
+                                              reminder.c.kind == kind).values(sent_us=now_us(), outcome="sent"))
 
 
 async def reminders_of(conn: AsyncConnection, tenant: str, appointment_id: str) -> list[dict]:
     rows = await conn.execute(select(reminder).where(reminder.c.tenant == tenant,
                                                      reminder.c.appointment == appointment_id)
                               .order_by(reminder.c.due_us))
-    return [{"kind": r.kind, "due_us": r.due_us, "sent": r.sent_us is not None} for r in rows]
+    return [{"kind": r.kind, "due_us": r.due_us, "sent": r.outcome == "sent", "outcome": r.outcome} for r in rows]
 
 
 # ------------------------------------------------------------------ no-shows

@@ -22,6 +22,8 @@ booking_rule = Table(
     Column("noshow_threshold", Integer, nullable=False),
     Column("noshow_window_days", Integer, nullable=False),
     Column("block_days", Integer, nullable=False),
+    # added by 0014_jobs: a booked visit not started this long after its end is a no-show
+    Column("noshow_grace_minutes", Integer, nullable=False, server_default="30"),
     Column("updated_ts", BigInteger, nullable=False),
 )
 
@@ -85,7 +87,9 @@ schedule_exception = Table(
     Index("ix_hospital_schedule_exception_target", "tenant", "target"),
 )
 
-# Reminders due before a booked appointment (delivery by an SMS provider comes later).
+# Reminders due before a booked appointment, delivered by `yiyun.hospital.tasks`. `sent_us`
+# is set once a reminder is done with (`outcome`: sent, or why not: late, inactive,
+# no-phone, failed after `attempts` tries); a row with `sent_us` null is still to send.
 reminder = Table(
     "hospital_reminder",
     metadata,
@@ -94,6 +98,9 @@ reminder = Table(
     Column("kind", String(8), primary_key=True),
     Column("due_us", BigInteger, nullable=False),
     Column("sent_us", BigInteger, nullable=True),
+    Column("outcome", String(16), nullable=True),  # added by 0014_jobs, as are the two below
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", String(200), nullable=True),
     Index("ix_hospital_reminder_due", "due_us"),
 )
 

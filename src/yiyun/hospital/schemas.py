@@ -81,6 +81,7 @@ class RulesRequest(_Body):
     noshow_threshold: int | None = None
     noshow_window_days: int | None = None
     block_days: int | None = None
+    noshow_grace_minutes: int | None = None
 
 
 class ServiceRequest(_Body):

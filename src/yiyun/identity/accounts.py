@@ -159,6 +159,19 @@ async def account_phone(conn: AsyncConnection, account_id: str) -> str | None:
     return decrypt(value, PHONE) if value else None
 
 
+async def linked_account_phone(conn: AsyncConnection, tenant: str, fhir_ref: str) -> str | None:
+    """The mobile number of the patient account linked to `fhir_ref` ("Patient/<id>") in
+    `tenant`, decrypted (None when no account with a number is linked): where a hospital
+    reaches a patient whose record has no phone, e.g. for booking reminders."""
+    from yiyun.identity.protection.fields import PHONE, decrypt
+    from yiyun.identity.signin_tables import phone
+
+    value = (await conn.execute(
+        select(phone.c.phone).join(membership, membership.c.account_id == phone.c.account_id)
+        .where(membership.c.tenant == tenant, membership.c.fhir_ref == fhir_ref).limit(1))).scalar()
+    return decrypt(value, PHONE) if value else None
+
+
 async def create_patient_account(
     conn: AsyncConnection, phone_number: str, display_name: str, tenant: str | None = None,
     fhir_ref: str | None = None, *, password_hash: str | None = None,
