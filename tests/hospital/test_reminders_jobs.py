@@ -135,11 +135,11 @@ async def test_each_reminder_is_sent_once_in_chinese_to_the_patients_mobile(hosp
 async def test_cancelled_visits_and_patients_without_phone_get_no_sms(hospital, repo_factory, engine):
     from yiyun.hospital import booking
     from yiyun.hospital.tasks import deliver_due_reminders
-    from yiyun.identity.accounts import create_patient_account
+    from yiyun.identity.accounts import linked_account_phone
 
-    wang_phone = _mobile()
-    async with repo_factory() as repo:  # Wang's record has no phone; his account has one
-        await create_patient_account(repo.conn, wang_phone, "王五", hospital.tenant, "Patient/pat-wang")
+    async with repo_factory() as repo:  # Wang's record has no phone; his (verified) account has one
+        wang_phone = await linked_account_phone(repo.conn, hospital.tenant, "Patient/pat-wang")
+    assert wang_phone
     start = _local_start(6)
     wang = await _book_at(repo_factory, hospital, start, "pat-wang")
     child = await _book_at(repo_factory, hospital, start + timedelta(minutes=30), "pat-zhang-child")

@@ -160,6 +160,21 @@ async def test_slots_freed_by_a_plain_write_are_served_by_the_sweep(client, full
     assert (await client.post(f"{API}/waitlist/fill", headers=h.patient_headers(WAITERS[0]))).status_code == 403
 
 
+async def test_the_periodic_sweep_serves_slots_freed_by_a_plain_write(client, full_day, engine):
+    from yiyun.hospital.tasks import sweep_waitlists
+
+    h = full_day
+    assert (await _join(client, h, WAITERS[1])).status_code == 201
+    appt = (await client.get(f"{FHIR}/Appointment/{h.bookings[HOLDERS[2]]}")).json()
+    appt.pop("meta")
+    r = await client.put(f"{FHIR}/Appointment/{appt['id']}", json={**appt, "status": "cancelled"})
+    assert r.status_code == 200, r.text
+    assert await sweep_waitlists(engine, tenants=[h.tenant]) == 1
+    assert (await _active(client, h.day_slots[2]["id"]))[0]["participant"][0]["actor"]["reference"] == \
+        f"Patient/{WAITERS[1]}"
+    assert await sweep_waitlists(engine, tenants=[h.tenant]) == 0  # nothing left to serve
+
+
 async def test_slots_freed_by_a_leave_are_not_handed_out(client, full_day):
     h = full_day
     assert (await _join(client, h, WAITERS[0])).status_code == 201

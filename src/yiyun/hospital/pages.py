@@ -927,7 +927,7 @@ async def admin_home(request: Request, ctx: AuthContext = Depends(admin_user),
 
 
 RULE_FIELDS = ("cancel_cutoff_minutes", "booking_window_days", "max_active_per_day", "max_active_per_department_day",
-               "noshow_threshold", "noshow_window_days", "block_days")
+               "noshow_threshold", "noshow_window_days", "block_days", "noshow_grace_minutes")
 
 
 @router.post("/hospital-admin/rules")

@@ -1,4 +1,5 @@
-"""Hospital jobs: booking reminders by SMS (every minute) and automatic no-shows (every 5 minutes).
+"""Hospital jobs: booking reminders by SMS (every minute), automatic no-shows and the
+waitlist sweep (every 5 minutes).
 
 Reminders (`deliver_due_reminders`): booking schedules a reminder 24 h and 2 h before each
 booked visit (`booking._schedule_reminders`, table `hospital_reminder`). Each due one is
@@ -17,7 +18,12 @@ marked a no-show through `booking.mark_noshow`, so the no-show block applies exa
 when staff record it. Visits that ended more than `NOSHOW_LOOKBACK_DAYS` ago are left to
 staff: a worker that was down for a week must not block patients for old data.
 
-Both run with the hospital's own authority (`RequestContext` purpose HOPERAT, healthcare
+Waitlists (`sweep_waitlists`): a slot freed by a cancellation through the booking service
+goes to the first waiting patient at once; one freed by another path (a plain FHIR write
+from a hospital system, a Slot reopened by hand) is offered by this sweep
+(`waitlist.fill_waitlists`), which also expires the entries of past days.
+
+All run with the hospital's own authority (`RequestContext` purpose HOPERAT, healthcare
 operations) through the FHIR repository, so every read and write is audited.
 """
 
@@ -41,6 +47,7 @@ log = get_logger("yiyun.hospital.tasks")
 
 REMINDER_JOB = "hospital.send_reminders"
 NOSHOW_JOB = "hospital.mark_noshows"
+WAITLIST_JOB = "hospital.fill_waitlists"
 MAX_ATTEMPTS = 5
 NOSHOW_LOOKBACK_DAYS = 7
 SWEEP_PAGE = 500
@@ -71,6 +78,14 @@ def mark_noshows() -> int:
     if marked:
         log.info("noshows_marked", count=marked)
     return marked
+
+
+@jobs.periodic(WAITLIST_JOB, minute="*/5")
+def fill_waitlists() -> int:
+    served = jobs.run_async(sweep_waitlists)
+    if served:
+        log.info("waitlists_served", count=served)
+    return served
 
 
 def _ensure_hooks() -> None:
@@ -250,13 +265,34 @@ async def mark_overdue_noshows(engine: AsyncEngine, *, now: int | None = None,
     _ensure_hooks()
     now = now or now_us()
     if tenants is None:
-        async with unit_of_work(engine, write=False) as conn:
-            tenants = [t.slug for t in await list_tenants(conn) if t.kind in catalogue.HOSPITAL_KINDS and t.active]
+        tenants = await _hospitals(engine)
     marked = 0
     async with _Audit() as audit:
         for tenant in tenants:
             marked += await _sweep_hospital(engine, audit, tenant, now)
     return marked
+
+
+async def sweep_waitlists(engine: AsyncEngine, *, tenants: list[str] | None = None) -> int:
+    """Serve waiting patients from free slots of their days, hospital by hospital; returns how many."""
+    from yiyun.hospital import waitlist
+
+    _ensure_hooks()
+    tenants = tenants if tenants is not None else await _hospitals(engine)
+    served = 0
+    async with _Audit() as audit:
+        for tenant in tenants:
+            try:
+                async with unit_of_work(engine) as conn:
+                    served += len(await waitlist.fill_waitlists(audit.repo(conn, tenant, "system:hospital-waitlist")))
+            except Exception:  # one hospital's failure must not stop the others'
+                log.exception("waitlist_sweep_failed", tenant=tenant)
+    return served
+
+
+async def _hospitals(engine: AsyncEngine) -> list[str]:
+    async with unit_of_work(engine, write=False) as conn:
+        return [t.slug for t in await list_tenants(conn) if t.kind in catalogue.HOSPITAL_KINDS and t.active]
 
 
 async def _sweep_hospital(engine: AsyncEngine, audit: _Audit, tenant: str, now: int) -> int:
