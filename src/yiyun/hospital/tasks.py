@@ -64,28 +64,27 @@ WEEKDAYS = "一二三四五六日"
 
 
 # ------------------------------------------------------------------ jobs
+def _run_counted(work, event: str) -> int:
+    """Run one sweep (an async function of the engine) and log how much it did."""
+    count = jobs.run_async(work)
+    if count:
+        log.info(event, count=count)
+    return count
+
+
 @jobs.periodic(REMINDER_JOB, minute="*")
 def send_reminders() -> int:
-    sent = jobs.run_async(deliver_due_reminders)
-    if sent:
-        log.info("reminders_sent", count=sent)
-    return sent
+    return _run_counted(deliver_due_reminders, "reminders_sent")
 
 
 @jobs.periodic(NOSHOW_JOB, minute="*/5")
 def mark_noshows() -> int:
-    marked = jobs.run_async(mark_overdue_noshows)
-    if marked:
-        log.info("noshows_marked", count=marked)
-    return marked
+    return _run_counted(mark_overdue_noshows, "noshows_marked")
 
 
 @jobs.periodic(WAITLIST_JOB, minute="*/5")
 def fill_waitlists() -> int:
-    served = jobs.run_async(sweep_waitlists)
-    if served:
-        log.info("waitlists_served", count=served)
-    return served
+    return _run_counted(sweep_waitlists, "waitlists_served")
 
 
 def _ensure_hooks() -> None:
