@@ -35,11 +35,7 @@ async def _backdate(engine, tenant: str, cid: str, created: datetime, wait_minut
 
 async def test_daily_view_gives_online_waits_per_department(client, clinic, engine, repo_factory):  # noqa: F811
     from yiyun.hospital.codes import CHINA_TZ, today_local
-    from yiyun.identity.accounts import create_tenant
-
-    async with repo_factory() as repo:
-        await create_tenant(repo.conn, clinic.tenant, name="测试医院", kind="hospital")
-    day = today_local()
+    day = today_local()  # the clinic fixture registered the hospital (its patients are verified there)
     noon = datetime.combine(day, time(12, 0), tzinfo=CHINA_TZ)
     for patient, wait in (("pat-zhang", 2), ("pat-wang", 30), ("pat-liu", 4)):
         await _backdate(engine, clinic.tenant, await accepted(client, clinic, patient), noon, wait)

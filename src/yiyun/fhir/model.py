@@ -46,7 +46,9 @@ class StoredResource:
             ts=row.ts,
             deleted=bool(row.deleted),
             content=bytes(row.content),
-            method=method or getattr(row, "method", "") or "",
+            # only version rows carry `method`; asking a current row for it would raise and
+            # catch an error per row (a search of a few hundred rows felt it)
+            method=method or (row.method if "method" in row._fields else "") or "",
         )
 
     @property
