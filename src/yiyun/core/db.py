@@ -6,7 +6,9 @@ once at the end and roll back on any error, so a request never leaves half a wri
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -76,9 +78,52 @@ async def dispose_engines() -> None:
     _engines.clear()
 
 
+# SQLite has one writer at a time. Writers of this process queue here, in arrival order,
+# before they BEGIN IMMEDIATE: a writer blocked inside SQLite instead retries on its busy
+# handler's timer (sleeps of up to 100 ms), so after a commit the database often stands idle
+# while the next writer sleeps, and a burst of bookings turns into seconds of waiting.
+# Writers of other processes (a worker, the CLI) still meet through SQLite's busy timeout.
+WRITER_WAIT_SECONDS = 30.0  # as long as the busy timeout: then the same "database is locked"
+_writer_queues: "weakref.WeakKeyDictionary[AsyncEngine, dict[int, asyncio.Lock]]" = weakref.WeakKeyDictionary()
+
+
+def _writer_queue(engine: AsyncEngine) -> asyncio.Lock:
+    per_loop = _writer_queues.setdefault(engine, {})
+    loop_id = id(asyncio.get_running_loop())
+    lock = per_loop.get(loop_id)
+    if lock is None:
+        lock = per_loop[loop_id] = asyncio.Lock()
+    return lock
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_writer_turn(engine: AsyncEngine) -> AsyncIterator[None]:
+    lock = _writer_queue(engine)
+    try:
+        await asyncio.wait_for(lock.acquire(), WRITER_WAIT_SECONDS)
+    except TimeoutError:
+        from sqlalchemy.exc import OperationalError
+
+        raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked (writer queue)")) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @contextlib.asynccontextmanager
 async def unit_of_work(engine: AsyncEngine, *, write: bool = True) -> AsyncIterator[AsyncConnection]:
     """One transaction: committed when the block ends, rolled back on any exception."""
+    if write and is_sqlite(engine):
+        async with _sqlite_writer_turn(engine), _unit_of_work(engine, write=True) as conn:
+            yield conn
+        return
+    async with _unit_of_work(engine, write=write) as conn:
+        yield conn
+
+
+@contextlib.asynccontextmanager
+async def _unit_of_work(engine: AsyncEngine, *, write: bool) -> AsyncIterator[AsyncConnection]:
     conn = await engine.connect()
     try:
         if is_sqlite(engine):
