@@ -311,10 +311,10 @@ def _day_bounds(day) -> tuple[str, str]:
     return start.isoformat(), (start + timedelta(days=1)).isoformat()
 
 
-def _slots_changed(tenant: str) -> None:
+def _slots_changed(tenant: str, slot: dict, *, taken: str | None = None) -> None:
     from yiyun.hospital.catalogue import slots_changed
 
-    slots_changed(tenant)
+    slots_changed(tenant, ref_id(slot.get("schedule"), "Schedule"), taken=taken)
 
 
 # ------------------------------------------------------------------ the write hook
@@ -386,7 +386,7 @@ async def _release(repo, actor: Actor, sid: str, old: dict, rules: BookingRules 
     if slot.get("status") == "busy" and (start_us is None or start_us > now):
         # a slot whose time has passed stays busy: nobody can use it any more
         await system_repo(repo, actor).update("Slot", sid, {**slot, "status": "free"})
-        _slots_changed(repo.ctx.tenant)
+        _slots_changed(repo.ctx.tenant, slot)
 
 
 async def _acquire(repo, actor: Actor, plan: PlannedWrite, sids: list[str], rules, now: int) -> None:
@@ -422,7 +422,7 @@ async def _acquire(repo, actor: Actor, plan: PlannedWrite, sids: list[str], rule
     writer = system_repo(repo, actor)
     for sid, slot, _ in slots:
         await writer.update("Slot", sid, {**slot, "status": "busy"})
-    _slots_changed(repo.ctx.tenant)
+        _slots_changed(repo.ctx.tenant, slot, taken=sid)
     # the queue number last: its lock (per schedule and day) is then held only while the
     # Appointment itself is written and committed
     schedule_id = ref_id(first.get("schedule"), "Schedule") or "-"

@@ -328,8 +328,15 @@ NEXT_SLOTS_SECONDS = 5.0
 _next_cache: dict[tuple[str, str, str, int, int], tuple[float, list[dict]]] = {}
 
 
-def slots_changed(slug: str) -> None:
-    for key in [k for k in _next_cache if k[1] == slug]:
+def slots_changed(slug: str, schedule: str | None = None, *, taken: str | None = None) -> None:
+    """Drop cached next-slot lists of the hospital, or of one of its Schedules. A slot
+    `taken` changes only the lists that show it: at a busy hour every booking would
+    otherwise make the next doctor list search every doctor's slots again."""
+    for key, (_, listed) in list(_next_cache.items()):
+        if key[1] != slug or (schedule is not None and key[2] != schedule):
+            continue
+        if taken is not None and all(s.get("id") != taken for s in listed):
+            continue
         _next_cache.pop(key, None)
 
 
