@@ -25,6 +25,8 @@ PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 os.environ.setdefault("YIYUN_LOG_LEVEL", "WARNING")
 # servers started by tests run no job consumer unless a test asks for one
 os.environ.setdefault("YIYUN_JOBS_INLINE", "false")
+# background ANALYZE tasks would outlive the tests' event loops; tests/fhir/test_store_statistics.py turns it on
+os.environ.setdefault("YIYUN_STORE_AUTO_ANALYZE", "false")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

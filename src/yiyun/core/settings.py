@@ -43,6 +43,8 @@ class Settings(BaseSettings):
                               "FHIR API and token endpoints (besides registered OAuth clients' redirect URIs).")
     jobs_url: str = Field(default="", description="Job queue (Huey): empty means a SQLite file data_dir/jobs.db; "
                                                  "sqlite:///path or redis://host:port/db.")
+    store_auto_analyze: bool = Field(default=True, description="PostgreSQL: refresh the FHIR store's planner "
+                                     "statistics in the background while it grows fast (yiyun.fhir.search.statistics).")
     jobs_inline: bool | None = Field(default=None, description="Run a job consumer inside `yiyun serve`; default: "
                                                                "yes with a SQLite queue, no with Redis.")
 

@@ -35,6 +35,7 @@ from yiyun.fhir import search as fhir_search
 from yiyun.fhir.access import AccessPolicy, current_policy
 from yiyun.fhir.hooks import run_write_hooks
 from yiyun.fhir.ids import is_valid_id, new_id
+from yiyun.fhir.search.statistics import note_writes
 from yiyun.fhir.model import RequestContext, StoredResource, instant_from_us, now_us
 from yiyun.fhir.patch import apply_patch
 from yiyun.fhir.tables import resource as resource_t
@@ -489,6 +490,7 @@ class FhirRepository:
         gone = [p.stored.rid for p in plans if p.resource is None]
         if gone:
             await fhir_search.delete_index(self.conn, gone)
+        note_writes(self.conn.engine, len(plans))
 
     @staticmethod
     def _seal(body: dict, content: bytes) -> "fhir_protection.Sealed | None":
