@@ -110,6 +110,17 @@ def test_narrative_markup_stays_well_formed():
     assert root.find(f"{{{XHTML_NS}}}a").get("href") == f"tel:+86-{PHONE_MASK}"
 
 
+def test_the_pre_check_skips_structured_values_and_fractions():
+    structured = {"resourceType": "Patient", "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": RID}],
+                  "telecom": [{"system": "phone", "value": PHONE}],
+                  "extension": [{"url": "http://example.cn/x", "valueDecimal": 10.326267565418876}],
+                  "maritalStatus": {"coding": [{"system": "http://snomed.info/sct", "code": "428191000124101"}]}}
+    assert not free_text.may_hold(orjson.dumps(structured))
+    for text in (f"电话{PHONE}", f"{PHONE}", f"138 1234 5678 张三", f"Tel.{PHONE}"):
+        assert free_text.may_hold(orjson.dumps({**structured, "text": narrative(text)})), text
+        assert free_text.may_hold(orjson.dumps({"resourceType": "Observation", "valueString": text})), text
+
+
 def test_every_listed_path_says_why():
     for rule in free_text.FREE_TEXT_PATHS:
         assert rule.reason and rule.syntax in (free_text.TEXT, free_text.XHTML), rule

@@ -25,8 +25,8 @@ What counts as a number, conservatively (a clinical note full of stars is worse 
 - a mainland mobile number 1[3-9]X XXXX XXXX (blanks or dashes between the groups allowed,
   +86 / 0086 before it kept), not part of a longer run of digits or letters, not a decimal.
 
-A regular expression over the serialized JSON (`may_hold`) decides in one pass whether a
-resource can hold a number at all; only then is the resource walked.
+One pass over the serialized JSON (`may_hold`) decides whether a resource can hold a number at
+all; only then is the resource walked.
 """
 
 from __future__ import annotations
@@ -96,9 +96,15 @@ FREE_TEXT_PATHS: tuple[FreeTextPath, ...] = (
     FreeTextPath("DetectedIssue", "detail", TEXT, "the written detail of a detected issue"),
 )
 
-# A superset of every match below, over the serialized JSON: 11 digits in a row, or a mobile
-# number in 3-4-4 groups.
-_PRECHECK = re.compile(rb"\d{11}|1[3-9]\d[ -]\d{4}[ -]\d{4}")
+# The pre-check: a superset of every match below, 11 digits in a row or a mobile number in
+# 3-4-4 groups, not after a decimal point (the long fractions of measured values). Rather than
+# a regular expression (Python's engine steps through every byte, ~30 µs a kilobyte), the
+# bytes are mapped to a skeleton (digit → 0; blank, dash and point kept; anything else → x)
+# and searched for literal runs, both in C.
+_SKELETON = bytes(
+    ord("0") if 48 <= b <= 57 else b if b in b" -." else ord("x") for b in range(256)
+)
+_RUNS = (b"0" * 11, b"000 0000 0000", b"000-0000-0000")
 
 # GB/T 2260 province-level codes: the first two digits of every address code.
 _PROVINCES = frozenset(
@@ -153,7 +159,7 @@ def _mask_mobile(m: re.Match, counts: Counter) -> str:
 
 def mask_text(text: str, counts: Counter) -> str:
     """`text` with every resident ID and mobile number masked; `counts` counts them by kind."""
-    if not _PRECHECK.search(text.encode()):
+    if not may_hold(text.encode(), json=False):
         return text
     text = _ID18.sub(lambda m: _mask_id18(m, counts), text)
     text = _ID15.sub(lambda m: _mask_id15(m, counts), text)
@@ -205,6 +211,7 @@ def _locate(node: Any, segs: tuple[str, ...], i: int, out: list[tuple[Any, Any]]
 
 
 _SEGMENTS = {rule: tuple(rule.path.split(".")) for rule in FREE_TEXT_PATHS}
+_FREE_TEXT_KEYS = frozenset(rule.path.rsplit(".", 1)[-1].encode() for rule in FREE_TEXT_PATHS)
 
 
 def _embedded(resource: dict) -> Iterator[dict]:
@@ -251,15 +258,41 @@ class Masked:
         return sum(self.counts.values())
 
 
-def may_hold(content: bytes) -> bool:
-    """The cheap test on the serialized resource before anything is walked."""
-    return _PRECHECK.search(content) is not None
+def _candidate(content: bytes, skeleton: bytes, at: int, json: bool) -> bool:
+    """Whether the run of digits at `at` may be a number in free text: not the tail of a longer
+    run or a decimal fraction, and not the whole start of a JSON string of an element that
+    is never free text (`"code":"428191000124101"`, a structured `"value":"13812345678"`)."""
+    before = skeleton[at - 1] if at else 0
+    if before == 48 or (before == 46 and at > 1 and skeleton[at - 2] == 48):  # a digit; a "." after one
+        return False
+    if json and at > 3 and content[at - 3:at] == b'":"':
+        key = content[content.rfind(b'"', 0, at - 3) + 1:at - 3]
+        return key in _FREE_TEXT_KEYS
+    return True
+
+
+def may_hold(content: bytes, *, json: bool = True) -> bool:
+    """The cheap test on a serialized resource (or, `json=False`, one text) before anything is
+    walked (or masked)."""
+    skeleton = content.translate(_SKELETON)
+    for run in _RUNS:
+        at = skeleton.find(run)
+        while at != -1:
+            if _candidate(content, skeleton, at, json):
+                return True
+            end = at + len(run)
+            while end < len(skeleton) and skeleton[end] == 48:  # past the rest of this run of digits
+                end += 1
+            at = skeleton.find(run, end)
+    return False
 
 
 def mask_resource(resource: dict) -> Masked:
     """Masks, in place, every number in `resource`'s free text."""
     result = Masked()
     for container, key, rule in free_text_elements(resource):
+        if not may_hold(container[key].encode(), json=False):
+            continue  # most of a resource's text, and what made the whole resource a candidate lies elsewhere
         before = sum(result.counts.values())
         masker: Callable[[str, Counter], str] = mask_xhtml if rule.syntax == XHTML else mask_text
         container[key] = masker(container[key], result.counts)
