@@ -290,3 +290,9 @@ async def test_security_scan_command(client, engine, tenant, keys, db_url, tmp_p
     again = orjson.loads(yiyun("security", "scan", "--free-text", "--tenant", tenant, "--json", env=env).stdout)
     assert again["versions"] == 0
     assert RID.encode() not in await raw_rows(engine, await rid_of(engine, tenant, pid))
+    from yiyun.identity.audit import query
+
+    async with unit_of_work(engine, write=False) as conn:
+        logged = await query(conn, tenant=tenant, action="free-text-masked")
+    assert sorted(e.resource_type for e in logged) == ["Observation", "Patient"]
+    assert all(e.actor == "cli:security-scan" for e in logged) and RID not in str(logged)

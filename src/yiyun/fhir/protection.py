@@ -19,6 +19,9 @@ On every read the repository reveals the plain value to callers the installed pr
 says may see it (`Disclosure`); everyone else gets the stored mask (and the ciphertext,
 which lets them write the resource back unchanged without ever seeing the value).
 
+The same step masks, for good, resident ID and mobile numbers written into free text
+(narratives, notes, messages: `yiyun.fhir.free_text`), keys or no keys.
+
 `yiyun.fhir` knows nothing of keys: the identity module installs a `ValueProtector`
 (`install_protector`). Without one nothing is sealed and every value reads as stored.
 """

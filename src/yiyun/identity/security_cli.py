@@ -69,7 +69,13 @@ def _scan_free_text(tenant: str | None, rewrite: bool, batch: int, as_json: bool
     from yiyun.fhir.free_text import scan_stored
     from yiyun.identity.protection import store as _store  # noqa: F401  (opens sealed values to re-index them)
 
-    report = _run(lambda: scan_stored(get_engine(), tenant=tenant, rewrite=rewrite, batch=batch))
+    async def go():
+        report = await scan_stored(get_engine(), tenant=tenant, rewrite=rewrite, batch=batch)
+        if rewrite:
+            await _audit_rewrites(report)
+        return report
+
+    report = _run(go)
     totals = report.as_dict()
     if as_json:
         sys.stdout.write(json.dumps(totals, ensure_ascii=False) + "\n")
@@ -83,6 +89,27 @@ def _scan_free_text(tenant: str | None, rewrite: bool, batch: int, as_json: bool
         "; run again with --rewrite to mask them" if report.hits else "")
     typer.echo(f"scanned {report.resources} resource(s): {totals['resident_ids']} resident ID(s) and "
                f"{totals['phones']} phone number(s) in the free text of {totals['versions']} version(s){done}")
+
+
+async def _audit_rewrites(report) -> None:
+    """One audit entry per resource whose stored versions were masked: the chain records that
+    the operator changed them (GB/T 22239-2019 8.1.4.3 security audit), with counts only."""
+    from collections import defaultdict
+
+    from yiyun.core.db import get_engine
+    from yiyun.identity.audit import AuditEntry, append_committed
+
+    by_resource: dict[tuple[str, str], dict] = defaultdict(lambda: {"versions": [], "resident_ids": 0, "phones": 0})
+    for hit in report.hits:
+        d = by_resource[(hit.tenant, hit.reference)]
+        d["versions"].append(hit.version)
+        d["resident_ids"] += hit.counts.get("resident-id", 0)
+        d["phones"] += hit.counts.get("phone", 0)
+    entries = [AuditEntry(tenant=t, actor="cli:security-scan", action="free-text-masked",
+                          resource_type=ref.split("/", 1)[0], resource_id=ref.split("/", 1)[1], detail=d)
+               for (t, ref), d in sorted(by_resource.items())]
+    if entries:
+        await append_committed(get_engine(), entries)
 
 
 @security_app.command("events")
