@@ -19,6 +19,9 @@ On every read the repository reveals the plain value to callers the installed pr
 says may see it (`Disclosure`); everyone else gets the stored mask (and the ciphertext,
 which lets them write the resource back unchanged without ever seeing the value).
 
+The same step masks, for good, resident ID and mobile numbers written into free text
+(narratives, notes, messages: `yiyun.fhir.free_text`), keys or no keys.
+
 `yiyun.fhir` knows nothing of keys: the identity module installs a `ValueProtector`
 (`install_protector`). Without one nothing is sealed and every value reads as stored.
 """
@@ -30,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+
+from yiyun.fhir import free_text
 
 SEALED_URL = "https://yiyun.example.cn/fhir/StructureDefinition/sealed-value"
 _SEALED_MARK = SEALED_URL.encode()
@@ -185,23 +190,34 @@ class Sealed:
     indexed: dict  # what the search index is built from: blind indexes as the values
 
 
+def _mask_free_text(content: bytes) -> dict | None:
+    """A copy of the resource with numbers in its free text masked, or None when it has none
+    (`yiyun.fhir.free_text`: the narrative, notes, messages)."""
+    if not free_text.guard_enabled() or not free_text.may_hold(content):
+        return None
+    body = orjson.loads(content)
+    return body if free_text.guard(body, content) is not None else None
+
+
 def seal_resource(resource: dict, content: bytes | None = None) -> Sealed | None:
-    """The stored and indexed forms of `resource`, or None when it holds no protected value.
+    """The stored and indexed forms of `resource`, or None when it holds no protected value
+    and no number in its free text (which is masked for good, see `yiyun.fhir.free_text`).
 
     A value that arrives with our ciphertext and its own mask (a masked read written back)
     keeps the sealed value; a changed value is sealed anew. Raises ProtectionError when a
     ciphertext does not open."""
-    p = _protector
-    if p is None:
-        return None
-    res_type = resource.get("resourceType", "")
     content = orjson.dumps(resource) if content is None else content
-    if not _may_hold(res_type, content):
-        return None
+    masked = _mask_free_text(content)
+    if masked is not None:
+        content = orjson.dumps(masked)
+    p = _protector
+    res_type = resource.get("resourceType", "")
+    if p is None or not _may_hold(res_type, content):
+        return None if masked is None else Sealed(masked, masked)
     telecom = res_type in PERSON_TYPES
-    stored = orjson.loads(content)
+    stored = masked if masked is not None else orjson.loads(content)
     indexed = orjson.loads(content)
-    found = False
+    found = masked is not None
     for (node, kind), (inode, _) in zip(_elements(stored, telecom), _elements(indexed, telecom), strict=True):
         token, ext = _seal_of(node)
         value = node.get("value")

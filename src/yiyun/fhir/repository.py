@@ -494,9 +494,8 @@ class FhirRepository:
 
     @staticmethod
     def _seal(body: dict, content: bytes) -> "fhir_protection.Sealed | None":
-        """Resident IDs and phone numbers are stored encrypted, indexed by blind index."""
-        if fhir_protection.current_protector() is None:
-            return None
+        """Resident IDs and phone numbers are stored encrypted, indexed by blind index; those
+        written into free text are masked (`yiyun.fhir.free_text`)."""
         try:
             return fhir_protection.seal_resource(body, content)
         except fhir_protection.ProtectionError as exc:

@@ -1,4 +1,5 @@
-"""`yiyun security …`: scan the audit log for abuse signals, list events, tune the detectors.
+"""`yiyun security …`: scan the audit log for abuse signals, list events, tune the detectors;
+find resident ID and mobile numbers left in the FHIR store's free text (`scan --free-text`).
 
 Operators and cron jobs script these: keep names, options and exit codes stable.
 """
@@ -37,8 +38,19 @@ def _run(coro_fn):
 def security_scan(
     tenant: Optional[str] = typer.Option(None, "--tenant", help="Scan one tenant (default: every tenant)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    free_text: bool = typer.Option(False, "--free-text", help="Instead of the audit log, look for resident ID and "
+                                   "mobile numbers in the FHIR store's narratives, notes and messages."),
+    rewrite: bool = typer.Option(False, "--rewrite", help="With --free-text: mask what is found, in place."),
+    batch: int = typer.Option(500, "--batch", min=1, max=10000, help="With --free-text: resources per transaction."),
 ) -> None:
-    """Scan the audit entries written since the last scan and raise security events."""
+    """Scan the audit entries written since the last scan and raise security events; with
+    --free-text, report (and with --rewrite, mask) numbers stored in free text."""
+    if rewrite and not free_text:
+        typer.echo("--rewrite goes with --free-text", err=True)
+        raise typer.Exit(2)
+    if free_text:
+        _scan_free_text(tenant, rewrite, batch, as_json)
+        return
     from yiyun.core.db import get_engine
     from yiyun.identity.security_events import scan
 
@@ -49,6 +61,55 @@ def security_scan(
         kinds = ", ".join(f"{k}={n}" for k, n in sorted(report.by_kind.items())) or "none"
         typer.echo(f"scanned {report.scanned} entries in {report.tenants} tenant(s): "
                    f"{report.raised} new event(s) ({kinds}), {report.repeated} repeat(s)")
+
+
+def _scan_free_text(tenant: str | None, rewrite: bool, batch: int, as_json: bool) -> None:
+    """Lists the versions by reference, version and element path, with counts; never the numbers."""
+    from yiyun.core.db import get_engine
+    from yiyun.fhir.free_text import scan_stored
+    from yiyun.identity.protection import store as _store  # noqa: F401  (opens sealed values to re-index them)
+
+    async def go():
+        report = await scan_stored(get_engine(), tenant=tenant, rewrite=rewrite, batch=batch)
+        if rewrite:
+            await _audit_rewrites(report)
+        return report
+
+    report = _run(go)
+    totals = report.as_dict()
+    if as_json:
+        sys.stdout.write(json.dumps(totals, ensure_ascii=False) + "\n")
+        return
+    for hit in report.hits:
+        where = "current" if hit.current else "history"
+        typer.echo(f"FREE-TEXT {hit.tenant} {hit.reference} version {hit.version} ({where}): "
+                   f"{hit.counts.get('resident-id', 0)} resident ID(s), {hit.counts.get('phone', 0)} phone(s) "
+                   f"in {', '.join(hit.paths)}")
+    done = f"; {report.rewritten} stored row(s) masked" if rewrite else (
+        "; run again with --rewrite to mask them" if report.hits else "")
+    typer.echo(f"scanned {report.resources} resource(s): {totals['resident_ids']} resident ID(s) and "
+               f"{totals['phones']} phone number(s) in the free text of {totals['versions']} version(s){done}")
+
+
+async def _audit_rewrites(report) -> None:
+    """One audit entry per resource whose stored versions were masked: the chain records that
+    the operator changed them (GB/T 22239-2019 8.1.4.3 security audit), with counts only."""
+    from collections import defaultdict
+
+    from yiyun.core.db import get_engine
+    from yiyun.identity.audit import AuditEntry, append_committed
+
+    by_resource: dict[tuple[str, str], dict] = defaultdict(lambda: {"versions": [], "resident_ids": 0, "phones": 0})
+    for hit in report.hits:
+        d = by_resource[(hit.tenant, hit.reference)]
+        d["versions"].append(hit.version)
+        d["resident_ids"] += hit.counts.get("resident-id", 0)
+        d["phones"] += hit.counts.get("phone", 0)
+    entries = [AuditEntry(tenant=t, actor="cli:security-scan", action="free-text-masked",
+                          resource_type=ref.split("/", 1)[0], resource_id=ref.split("/", 1)[1], detail=d)
+               for (t, ref), d in sorted(by_resource.items())]
+    if entries:
+        await append_committed(get_engine(), entries)
 
 
 @security_app.command("events")

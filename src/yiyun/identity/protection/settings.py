@@ -1,4 +1,4 @@
-"""Settings of data protection: keys of field encryption and of the audit chain.
+"""Settings of data protection: keys of field encryption and of the audit chain, the free-text guard.
 
 Read from YIYUN_* environment variables (and `.env`), like `yiyun.core.settings`.
 Keys are secrets: they are never logged and never shown by `repr`.
@@ -30,6 +30,11 @@ class ProtectionSettings(BaseSettings):
     )
     audit_key_file: Path | None = Field(
         default=None, description="File holding the audit-chain key ring, one `id:base64` per line."
+    )
+    mask_free_text: bool = Field(
+        default=True,
+        description="Mask resident ID and mobile numbers written into narratives, notes and messages on every "
+        "FHIR write (YIYUN_MASK_FREE_TEXT; see docs/protection.md).",
     )
     generate_dev_keys: bool = Field(
         default=True,

@@ -15,11 +15,13 @@ who sees them in full. The rule is deliberately conservative (GB/T 35273-2020 ä¸
   sees the mask: ``110105********1234``, ``138****5678``.
 
 Installed when this module is imported (`install`), which the identity module's installers
-and commands do.
+and commands do; `install` also switches the free-text guard (`yiyun.fhir.free_text`) as
+`YIYUN_MASK_FREE_TEXT` says.
 """
 
 from __future__ import annotations
 
+from yiyun.fhir import free_text
 from yiyun.fhir import protection as fhir_protection
 from yiyun.fhir.protection import FULL, Disclosure
 from yiyun.identity.protection.fields import (
@@ -30,6 +32,7 @@ from yiyun.identity.protection.fields import (
 )
 from yiyun.identity.protection.keyring import field_keyring
 from yiyun.identity.protection.masking import mask_phone, mask_resident_id
+from yiyun.identity.protection.settings import get_protection_settings
 
 FULL_ROLES = frozenset({"admin", "registration"})
 FULL_PURPOSES = frozenset({"PATADMIN", "HPAYMT"})
@@ -107,6 +110,7 @@ class KeyRingValueProtector:
 
 def install() -> None:
     fhir_protection.install_protector(KeyRingValueProtector())
+    free_text.enable_guard(get_protection_settings().mask_free_text)
 
 
 install()
