@@ -52,8 +52,18 @@ Another tenant's records are never reachable through `/fhir/R4` (the store is pe
 tenant); the regional sharing API (`yiyun.identity.sharing`) reads them under the patient's
 Consent, and disease control reads reportable cases through `/api/cdc/cases`.
 
-Granular scopes (`patient/Observation.rs?category=vital-signs`) grant nothing yet: the
-server fails closed rather than over-granting until the intersection is implemented.
+Granular scopes (`patient/Observation.rs?category=…|vital-signs`,
+https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html#finer-grained-resource-constraints-using-search-parameters)
+grant their letters only on resources their query matches, within the reach their context
+gives (`Term`: a reach and a `yiyun.fhir.search.match.ResourceQuery`). A resource is
+visible when the unqualified scopes reach it or any term does (a union); a term that an
+unqualified scope covers is dropped. `can_see` matches the resource's own index rows,
+`search_filter` adds the search engine's condition, so both answer alike. A write through a
+term must match its query, as must the version it replaces or deletes (403). A query the
+search module cannot apply (unknown parameter, unsupported type or modifier, bad value)
+makes its scope grant nothing (fail closed, logged). Bulk export uses unqualified scopes
+only. A token without granular scopes takes the path it took before: `Grants` keeps them
+apart, and the terms are memoised per scope string, roles and type.
 
 In-process services (loaders, jobs, domain workflows) use a plain `RequestContext`, not a
 token: they act as the system of their tenant and are allowed everything within it. Only
@@ -633,20 +643,14 @@ class AuthorizationPolicy:
 
     def _typeless_filter(self, ctx: AuthContext, table: Any):
         """A search or history across all types: each type as far as the caller sees it."""
-        tenant_types, by_reach = _type_buckets(tuple(ctx.scopes), tuple(ctx.roles), bool(ctx.patient))
+        tenant_types, by_reach, granular = _type_buckets(tuple(ctx.scopes), tuple(ctx.roles), bool(ctx.patient))
         if tenant_types is None:
             return None
-        granular = (_granular_types(tuple(ctx.scopes), tuple(ctx.roles), bool(ctx.patient))
-                    if grants_for(ctx.scopes).granular else ())
         conds = [table.c.res_type.in_(tenant_types)] if tenant_types else []
         for reach, types in by_reach:
-            if granular:
-                types = [t for t in types if t not in granular]  # each filtered on its own below
-                if not types:
-                    continue
             cond = compartment_condition(table, ctx.tenant, None, patients_expr(ctx, reach))
             conds.append(and_(table.c.res_type.in_(types), cond))
-        for t in granular:
+        for t in granular:  # types that granular scopes add to: each filtered as its own search is
             conds.append(and_(table.c.res_type == t, self.search_filter(ctx, table, t)))
         return or_(*conds) if conds else false()
 
@@ -868,13 +872,14 @@ def _already_denied(ctx: AuthContext, res_type, res_id, outcome: str) -> bool:
 
 @lru_cache(maxsize=512)
 def _type_buckets(scopes: tuple[str, ...], roles: tuple[str, ...], has_patient: bool):
-    """For a search across types: (types seen tenant-wide, [(reach, types)]); (None, []) when
-    every type is seen tenant-wide."""
+    """For a search across types: (types seen tenant-wide, [(reach, types)], types granular
+    scopes add to); (None, [], ()) when every type is seen tenant-wide."""
     grants = grants_for(scopes)
-    wild = [s for s in grants.scopes if s.resource_type == "*" and s.query is None and s.permissions & {"r", "s"}]
+    wild = [s for s in grants.scopes if s.resource_type == "*" and s.permissions & {"r", "s"}]
     if any(s.context == "system" for s in wild):
-        return None, []
+        return None, [], ()
     probe = AuthContext(tenant="-", scopes=scopes, roles=roles, patient="-" if has_patient else None)
+    granular = _granular_types(grants, scopes, roles, has_patient) if grants.granular else ()
     candidates = resource_types() if wild else {s.resource_type for s in grants.scopes if s.resource_type != "*"}
     tenant_types, by_reach = [], {}
     for t in sorted(candidates):
@@ -883,17 +888,17 @@ def _type_buckets(scopes: tuple[str, ...], roles: tuple[str, ...], has_patient: 
             continue
         if reach.tenant:
             tenant_types.append(t)
-        elif t in compartment_types():
+        elif t in compartment_types() and t not in granular:
             by_reach.setdefault(reach, []).append(t)
-    return tenant_types, sorted(by_reach.items(), key=lambda kv: sorted(kv[0].sets))
+    return tenant_types, sorted(by_reach.items(), key=lambda kv: sorted(kv[0].sets)), granular
 
 
-@lru_cache(maxsize=512)
-def _granular_types(scopes: tuple[str, ...], roles: tuple[str, ...], has_patient: bool) -> tuple[str, ...]:
-    """For a search across types: the types, not seen tenant-wide, that granular scopes add to."""
-    granular = grants_for(scopes).granular
-    candidates = resource_types() if any(s.resource_type == "*" for s in granular) else {
-        s.resource_type for s in granular}
+def _granular_types(grants: Grants, scopes: tuple[str, ...], roles: tuple[str, ...],
+                    has_patient: bool) -> tuple[str, ...]:
+    """The types, not seen tenant-wide, that granular scopes add to (each then filtered as
+    a search of its own type is)."""
+    wild = any(s.resource_type == "*" for s in grants.granular)
+    candidates = resource_types() if wild else {s.resource_type for s in grants.granular}
     return tuple(sorted(t for t in candidates if _granular_terms(scopes, roles, has_patient, t, "rs")))
 
 
