@@ -99,6 +99,20 @@ async def test_a_granular_patient_scope_sees_its_own_vital_signs_only(c, tenant,
     assert ids(across) == sorted([w["zhang_vital"], w["zhang"]])
 
 
+async def test_a_granular_user_scope_keeps_to_the_doctors_patients(c, tenant, ward):
+    w = ward
+    li = await make(c, tenant, {"resourceType": "Practitioner", "name": [{"family": "李"}]})
+    await make(c, tenant, {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+                           "subject": {"reference": f"Patient/{w['zhang']}"},
+                           "participant": [{"individual": {"reference": f"Practitioner/{li['id']}"}}]})
+    h = auth_headers(tenant, f"user/Observation.rs?{VITALS} user/Patient.rs", roles=("doctor",),
+                     subject="staff:li", fhir_user=f"Practitioner/{li['id']}")
+    assert await readable(c, h, "Observation", observations(w)) == [w["zhang_vital"]]
+    assert await found(c, h, "Observation") == [w["zhang_vital"]]
+    rev = await found(c, h, "Patient", _revinclude="Observation:subject")
+    assert rev == sorted([w["zhang"], w["zhang_vital"]])
+
+
 async def test_two_granular_scopes_combine_as_a_union(c, tenant, ward):
     w = ward
     glucose = await make(c, tenant, _obs(w["zhang"], "laboratory", "2339-0"))
