@@ -16,6 +16,7 @@ number, quantity and composite parameters.
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qsl
 
 from sqlalchemy import and_
@@ -86,9 +87,7 @@ class ResourceQuery:
         for cp in self._extractors:
             cp.extract(resource, sink)
         if now is None:
-            import time
-
-            now = time.time()
+            now = time.time()  # for `ap`, as the SQL side takes it
         for c in self.criteria:
             rows = [r for r in sink[c.type] if r[0] == c.code]
             if not any(_value_matches(c, v, rows, base_url, now) for v in c.values):
