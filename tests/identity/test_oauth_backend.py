@@ -413,3 +413,26 @@ async def test_keys_fetched_from_the_clients_jwks_url(anon, engine, org):
         assert r.status_code == 401
     finally:
         httpd.shutdown()
+
+
+async def test_a_backend_service_may_ask_for_a_granular_scope(anon, engine, org):
+    """A granular scope within the registration is issued and introspected as asked, and
+    the token reaches only what its query finds."""
+    client, secret = await register(engine, org, scope="system/*.rs")
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()}
+    vitals = "system/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs"
+    r = await anon.post(TOKEN, data={"grant_type": "client_credentials", "scope": vitals}, headers=basic)
+    assert r.status_code == 200 and r.json()["scope"] == vitals, r.text
+    access = r.json()["access_token"]
+    info = (await anon.post("/oauth2/introspect", data={"token": access}, headers=basic)).json()
+    assert info["active"] is True and info["scope"] == vitals
+    bearer = {"Authorization": f"Bearer {access}"}
+    assert (await anon.get(f"{FHIR}/Observation", headers=bearer)).status_code == 200
+    assert (await anon.get(f"{FHIR}/Patient", headers=bearer)).status_code == 403
+    # a client registered only for the granular scope cannot widen it
+    narrow, narrow_secret = await register(engine, org, scope=vitals)
+    pair = f"{narrow.client_id}:{narrow_secret}".encode()
+    narrow_basic = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+    r = await anon.post(TOKEN, data={"grant_type": "client_credentials", "scope": "system/Observation.rs"},
+                        headers=narrow_basic)
+    assert r.status_code == 200 and r.json()["scope"] == vitals  # narrowed to the registration

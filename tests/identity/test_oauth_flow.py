@@ -410,3 +410,51 @@ async def test_confidential_app_with_a_key_pair_exchanges_its_code_with_an_asser
     # the unauthenticated attempt above was refused before the code was looked at: it is still good
     assert r.status_code == 200, r.text
     assert r.json()["scope"] == "openid user/Patient.rs"
+
+
+async def test_granular_scopes_pass_through_consent_tokens_refresh_and_introspection(web, engine, world):
+    vitals = ("patient/Observation.rs?category="
+              "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs")
+    scope = f"launch/patient openid fhirUser offline_access patient/Patient.rs {vitals}"
+    app_id = world["patient_app"].client_id
+    readings = {}
+    for category in ("vital-signs", "laboratory"):
+        r = await web.post(f"{FHIR}/Observation", headers=auth_headers(world["tenant"]), json={
+            "resourceType": "Observation", "status": "final", "code": {"text": category},
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": category}]}],
+            "subject": {"reference": f"Patient/{world['pid']}"}})
+        readings[category] = r.json()["id"]
+
+    csrf = await sign_in(engine, web, world["zhang"].id, world["tenant"])
+    verifier, challenge = pkce()
+    page, q = await get_code(web, csrf, authorize_params(app_id, challenge, scope=scope))
+    assert "您的生命体征类观察结果（读取、检索）" in page.text and vitals in page.text  # readable, and as given
+    web.cookies.clear()
+    r = await web.post("/oauth2/token", data={"grant_type": "authorization_code", "code": q["code"],
+                                               "redirect_uri": REDIRECT, "client_id": app_id, "code_verifier": verifier})
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert vitals in first["scope"].split() and set(first["scope"].split()) == set(scope.split())
+    bearer = {"Authorization": f"Bearer {first['access_token']}"}
+    found = (await web.get(f"{FHIR}/Observation", headers=bearer)).json()
+    assert [e["resource"]["id"] for e in found.get("entry", [])] == [readings["vital-signs"]]
+    assert (await web.get(f"{FHIR}/Observation/{readings['laboratory']}", headers=bearer)).status_code == 404
+
+    # a refresh keeps the granular scope as it is, may narrow to it, never widen it to every observation
+    r = await web.post("/oauth2/token", data={"grant_type": "refresh_token", "client_id": app_id,
+                                               "refresh_token": first["refresh_token"]})
+    assert r.status_code == 200 and set(r.json()["scope"].split()) == set(scope.split())
+    r = await web.post("/oauth2/token", data={"grant_type": "refresh_token", "client_id": app_id,
+                                               "refresh_token": r.json()["refresh_token"], "scope": vitals})
+    assert r.status_code == 200 and r.json()["scope"] == vitals
+    narrowed = r.json()
+    wide = await web.post("/oauth2/token", data={"grant_type": "refresh_token", "client_id": app_id,
+                                                  "refresh_token": narrowed["refresh_token"],
+                                                  "scope": "patient/Observation.rs"})
+    assert wide.status_code == 400 and wide.json()["error"] == "invalid_scope"
+
+    staff_id, secret = world["staff_app"].client_id, world["staff_secret"]
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{staff_id}:{secret}".encode()).decode()}
+    info = (await web.post("/oauth2/introspect", headers=basic, data={"token": narrowed["access_token"]})).json()
+    assert info["active"] is True and info["scope"] == vitals and info["patient"] == world["pid"]

@@ -52,8 +52,18 @@ Another tenant's records are never reachable through `/fhir/R4` (the store is pe
 tenant); the regional sharing API (`yiyun.identity.sharing`) reads them under the patient's
 Consent, and disease control reads reportable cases through `/api/cdc/cases`.
 
-Granular scopes (`patient/Observation.rs?category=vital-signs`) grant nothing yet: the
-server fails closed rather than over-granting until the intersection is implemented.
+Granular scopes (`patient/Observation.rs?category=…|vital-signs`,
+https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html#finer-grained-resource-constraints-using-search-parameters)
+grant their letters only on resources their query matches, within the reach their context
+gives (`Term`: a reach and a `yiyun.fhir.search.match.ResourceQuery`). A resource is
+visible when the unqualified scopes reach it or any term does (a union); a term that an
+unqualified scope covers is dropped. `can_see` matches the resource's own index rows,
+`search_filter` adds the search engine's condition, so both answer alike. A write through a
+term must match its query, as must the version it replaces or deletes (403). A query the
+search module cannot apply (unknown parameter, unsupported type or modifier, bad value)
+makes its scope grant nothing (fail closed, logged). Bulk export uses unqualified scopes
+only. A token without granular scopes takes the path it took before: `Grants` keeps them
+apart, and the terms are memoised per scope string, roles and type.
 
 In-process services (loaders, jobs, domain workflows) use a plain `RequestContext`, not a
 token: they act as the system of their tenant and are allowed everything within it. Only
@@ -73,6 +83,7 @@ from yiyun.core.errors import Forbidden, NotFound
 from yiyun.core.logging import get_logger
 from yiyun.fhir.bulk import export_types, patient_compartment
 from yiyun.fhir.model import RequestContext, StoredResource
+from yiyun.fhir.search.match import QueryNotSupported, ResourceQuery, parse_query
 from yiyun.fhir.search.registry import builtin_registry
 from yiyun.fhir.search.tables import idx_reference
 from yiyun.fhir.tables import resource as resource_t
@@ -123,16 +134,21 @@ def compartment_types() -> frozenset[str]:
 # ------------------------------------------------------------------ grants
 @dataclass(frozen=True)
 class Grants:
-    """What a token's scopes allow, parsed once per distinct scope string."""
+    """What a token's scopes allow, parsed once per distinct scope string: the unqualified
+    resource scopes, and apart from them the granular ones (with a query), which only
+    `granular_terms` reads, so that a token without any costs nothing more."""
 
     scopes: tuple[ResourceScope, ...]
+    granular: tuple[ResourceScope, ...] = ()
+    contexts: frozenset[str] = frozenset()  # of both kinds: the patient sets to load
 
     def kinds(self, res_type: str, perm: str, patient: str | None) -> frozenset[str]:
-        """The scope contexts (SYSTEM, USER, COMPARTMENT) that grant `perm` on `res_type`."""
+        """The scope contexts (SYSTEM, USER, COMPARTMENT) of unqualified scopes that grant
+        `perm` on `res_type`."""
         out = set()
         for s in self.scopes:
-            if s.query is not None or not s.allows(res_type, perm):
-                continue  # granular scopes: fail closed (see the module's docstring)
+            if not s.allows(res_type, perm):
+                continue
             if s.context == "system":
                 out.add(SYSTEM)
             elif s.context == "user":
@@ -143,19 +159,19 @@ class Grants:
 
     def any_reach(self, perm: str, patient: str | None) -> bool:
         return any(
-            s.query is None and perm in s.permissions and (s.context != "patient" or patient)
-            for s in self.scopes
+            perm in s.permissions and (s.context != "patient" or patient)
+            for group in (self.scopes, self.granular) for s in group
         )
-
-    @property
-    def contexts(self) -> frozenset[str]:
-        return frozenset(s.context for s in self.scopes if s.query is None)
 
 
 @lru_cache(maxsize=1024)
 def grants_for(scopes: tuple[str, ...]) -> Grants:
-    parsed = parse_scopes(" ".join(scopes))
-    return Grants(tuple(s for s in parsed if isinstance(s, ResourceScope)))
+    parsed = [s for s in parse_scopes(" ".join(scopes)) if isinstance(s, ResourceScope)]
+    return Grants(
+        tuple(s for s in parsed if s.query is None),
+        tuple(s for s in parsed if s.query is not None),
+        frozenset(s.context for s in parsed),
+    )
 
 
 def is_token_context(ctx: RequestContext) -> bool:
@@ -214,9 +230,10 @@ class Reach:
 TENANT_REACH = Reach(tenant=True)
 
 
-def reach_of(ctx: AuthContext, res_type: str, perm: str) -> Reach | None:
-    """How far `perm` on `res_type` reaches for this token (None: not at all)."""
-    kinds = grants_for(ctx.scopes).kinds(res_type, perm, ctx.patient)
+def reach_of(ctx: AuthContext, res_type: str, perm: str, grants: Grants | None = None) -> Reach | None:
+    """How far `perm` on `res_type` reaches for this token through its unqualified scopes
+    (None: not at all); granular scopes add `granular_terms`."""
+    kinds = (grants if grants is not None else grants_for(ctx.scopes)).kinds(res_type, perm, ctx.patient)
     if SYSTEM in kinds:
         return TENANT_REACH
     reach = None
@@ -228,16 +245,98 @@ def reach_of(ctx: AuthContext, res_type: str, perm: str) -> Reach | None:
     return reach
 
 
-def visible_reach(ctx: AuthContext, res_type: str, letters: str = "rs") -> Reach | None:
+def visible_reach(ctx: AuthContext, res_type: str, letters: str = "rs", grants: Grants | None = None) -> Reach | None:
     """How far the caller sees `res_type`: in results, read or search permission suffices
     (a search's primary type was already checked for `s`); as the target of a single
     interaction, any permission (the interaction itself was checked for its own letter)."""
+    if grants is None:
+        grants = grants_for(ctx.scopes)
     reach = None
     for p in letters:
-        r = reach_of(ctx, res_type, p)
+        r = reach_of(ctx, res_type, p, grants)
         if r is not None:
             reach = r if reach is None else reach | r
     return reach
+
+
+# ------------------------------------------------------------ granular scopes
+@dataclass(frozen=True)
+class Term:
+    """What one granular scope adds on a type: `reach`, limited to the resources a search
+    with its query would find."""
+
+    reach: Reach
+    query: ResourceQuery
+
+
+def granular_terms(ctx: AuthContext, res_type: str, letters: str, grants: Grants | None = None) -> tuple[Term, ...]:
+    """The terms of the token's granular scopes on `res_type` under any of `letters`.
+
+    A resource is within them when it is within one of them (several combine as a union).
+    A term an unqualified scope already covers is left out: it could add nothing."""
+    if grants is None:
+        grants = grants_for(ctx.scopes)
+    if not grants.granular:
+        return ()
+    return _granular_terms(tuple(ctx.scopes), tuple(ctx.roles), ctx.patient is not None, res_type, letters)
+
+
+@lru_cache(maxsize=4096)
+def _granular_terms(scopes: tuple[str, ...], roles: tuple[str, ...], has_patient: bool, res_type: str,
+                    letters: str) -> tuple[Term, ...]:
+    probe = AuthContext(tenant="-", scopes=scopes, roles=roles, patient="-" if has_patient else None)
+    plain = visible_reach(probe, res_type, letters)
+    if plain is not None and plain.tenant:
+        return ()
+    terms: list[Term] = []
+    for scope in grants_for(scopes).granular:
+        for perm in letters:
+            if not scope.allows(res_type, perm):
+                continue
+            reach = _scope_reach(scope, roles, res_type, perm, has_patient)
+            if reach is None or _covers(plain, reach):
+                continue
+            query = scope_query(res_type, scope.query or "")
+            if query is not None and Term(reach, query) not in terms:
+                terms.append(Term(reach, query))
+    return tuple(terms)
+
+
+def _scope_reach(scope: ResourceScope, roles: tuple[str, ...], res_type: str, perm: str,
+                 has_patient: bool) -> Reach | None:
+    """How far one scope reaches, as `reach_of` answers for an unqualified one."""
+    if scope.context == "system":
+        return TENANT_REACH
+    if scope.context == "user":
+        return role_reach(roles, res_type, perm)
+    return Reach(frozenset({OWN})) if has_patient else None
+
+
+def _covers(plain: Reach | None, reach: Reach) -> bool:
+    return plain is not None and (plain.tenant or (not reach.tenant and reach.sets <= plain.sets))
+
+
+@lru_cache(maxsize=1024)
+def scope_query(res_type: str, text: str) -> ResourceQuery | None:
+    """A granular scope's query on `res_type`, parsed by the search engine's registry; None
+    (the scope grants nothing on the type: fail closed) when it cannot be applied."""
+    try:
+        return parse_query(res_type, text)
+    except QueryNotSupported as e:
+        log.warning("granular_scope_not_supported", resource_type=res_type, query=text, reason=str(e))
+        return None
+
+
+def within_reach(ctx: AuthContext, resource: dict | None, reach: Reach | None, terms: tuple[Term, ...]) -> bool:
+    """Whether `resource` (its content) lies within `reach`, or matches a term's query and
+    lies within that term's reach."""
+    patients = compartment_patients(resource or {})
+    if reach is not None and (reach.tenant or patients & patients_in_reach(ctx, reach)):
+        return True
+    return any(
+        t.query.matches(resource, ctx.base_url) and (t.reach.tenant or bool(patients & patients_in_reach(ctx, t.reach)))
+        for t in terms
+    )
 
 
 # ------------------------------------------------------------- patient sets
@@ -387,6 +486,7 @@ class Decision:
     allowed: bool
     reach: Reach | None = None
     reason: str = ""
+    terms: tuple[Term, ...] = ()  # granular scopes the decision relied on, for the existing resource
 
 
 def decide(ctx: AuthContext, action: str, res_type: str | None, resource: dict | None = None) -> Decision:
@@ -410,16 +510,33 @@ def decide(ctx: AuthContext, action: str, res_type: str | None, resource: dict |
     if res_type is None:  # system-level search or history: narrowed per type by search_filter
         ok = grants.any_reach(perm, ctx.patient)
         return Decision(ok, Reach() if ok else None, "" if ok else f"no scope grants {perm!r}")
-    reach = reach_of(ctx, res_type, perm)
-    if reach is None:
+    reach = reach_of(ctx, res_type, perm, grants)
+    terms = granular_terms(ctx, res_type, perm, grants) if grants.granular else ()
+    if reach is None and not terms:
         if grants.kinds(res_type, perm, ctx.patient):
             return Decision(False, reason=f"the role {','.join(ctx.roles) or '(none)'} gives no {perm!r} on {res_type}")
+        if any(s.allows(res_type, perm) for s in grants.granular):
+            return Decision(False, reason=f"the query of the scope granting {perm!r} on {res_type} is not supported")
         return Decision(False, reason=f"no scope grants {perm!r} on {res_type}")
+    if terms:
+        return _decide_granular(ctx, action, reach, terms, resource)
     if reach.tenant or resource is None or action not in ("create", "update"):
         return Decision(True, reach)
     if not compartment_patients(resource) & patients_in_reach(ctx, reach):
         return Decision(False, reason="the resource is outside the patients within reach")
     return Decision(True, reach)
+
+
+def _decide_granular(ctx: AuthContext, action: str, reach: Reach | None, terms: tuple[Term, ...],
+                     resource: dict | None) -> Decision:
+    """A decision that granular scopes take part in. The reach is never tenant-wide, so
+    that the existing resource of a write is checked too (`AuthorizationPolicy._check`)."""
+    sets = frozenset().union(*(t.reach.sets for t in terms), reach.sets if reach is not None else frozenset())
+    limited = Reach(sets)
+    if resource is not None and action in ("create", "update") and not within_reach(ctx, resource, reach, terms):
+        return Decision(False, reason="the resource does not match the query of the scope that grants this "
+                                      "or is outside the patients within reach")
+    return Decision(True, limited, terms=terms)
 
 
 # ------------------------------------------------------------------ policy
@@ -450,13 +567,25 @@ class AuthorizationPolicy:
             return False
         if not is_token_context(ctx):
             return True
+        grants = grants_for(ctx.scopes)
         # creating never shows an existing resource, so `c` reaches nothing here
-        reach = visible_reach(ctx, stored.res_type, "ruds")
+        reach = visible_reach(ctx, stored.res_type, "ruds", grants)
         if reach is not None and reach.tenant:
             return True
-        if reach is None or stored.deleted:
+        terms = granular_terms(ctx, stored.res_type, "ruds", grants) if grants.granular else ()
+        if (reach is None and not terms) or stored.deleted:
             return False
-        through = compartment_patients(stored.resource) & patients_in_reach(ctx, reach)
+        patients = compartment_patients(stored.resource)
+        through = patients & patients_in_reach(ctx, reach) if reach is not None else frozenset()
+        if not through and terms:
+            matched = [t for t in terms if t.query.matches(stored.resource, ctx.base_url)]
+            if any(t.reach.tenant for t in matched):
+                return True
+            for t in matched:
+                through |= patients & patients_in_reach(ctx, t.reach)
+            if not matched:
+                self._hidden(ctx, stored, conn, "outside the query of the token's granular scopes")
+                return False
         if through:
             scope = request_scope(ctx)
             key = (stored.res_type, stored.res_id)
@@ -468,7 +597,8 @@ class AuthorizationPolicy:
         self._hidden(ctx, stored, conn)
         return False
 
-    def _hidden(self, ctx: AuthContext, stored: StoredResource, conn) -> None:
+    def _hidden(self, ctx: AuthContext, stored: StoredResource, conn,
+                reason: str = "no relationship with the patient") -> None:
         """A resource exists but is out of reach: the caller gets 404, the audit log `denied`."""
         scope = request_scope(ctx)
         key = (stored.res_type, stored.res_id)
@@ -479,29 +609,49 @@ class AuthorizationPolicy:
         if patients:  # the patient whose record was refused, for "who tried to see my record"
             scope.patient_of[key] = min(patients)
         self.recorder.record_nowait(conn, ctx, "read", stored.res_type, stored.res_id, "denied",
-                                    {"reason": "no relationship with the patient"})
+                                    {"reason": reason})
 
     def search_filter(self, ctx: RequestContext, table: Any, res_type: str | None):
         if not is_token_context(ctx):
             return None
         if res_type is not None:
-            reach = visible_reach(ctx, res_type)
+            grants = grants_for(ctx.scopes)
+            reach = visible_reach(ctx, res_type, "rs", grants)
+            if reach is not None and reach.tenant:
+                return None
+            terms = granular_terms(ctx, res_type, "rs", grants) if grants.granular else ()
+            if terms:
+                return self._granular_filter(ctx, table, res_type, reach, terms)
             if reach is None:
                 return false()
-            if reach.tenant:
-                return None
             return compartment_condition(table, ctx.tenant, res_type, patients_expr(ctx, reach))
         return self._typeless_filter(ctx, table)
 
+    def _granular_filter(self, ctx: AuthContext, table: Any, res_type: str, reach: Reach | None,
+                         terms: tuple[Term, ...]):
+        """Rows within `reach`, or matching a term's query within that term's reach; the
+        query is the search engine's own condition, so it reads the same index rows."""
+        conds = []
+        if reach is not None:
+            conds.append(compartment_condition(table, ctx.tenant, res_type, patients_expr(ctx, reach)))
+        for t in terms:
+            cond = t.query.condition(table, ctx.tenant, ctx.base_url)
+            if not t.reach.tenant:
+                cond = and_(compartment_condition(table, ctx.tenant, res_type, patients_expr(ctx, t.reach)), cond)
+            conds.append(cond)
+        return or_(*conds)
+
     def _typeless_filter(self, ctx: AuthContext, table: Any):
         """A search or history across all types: each type as far as the caller sees it."""
-        tenant_types, by_reach = _type_buckets(tuple(ctx.scopes), tuple(ctx.roles), bool(ctx.patient))
+        tenant_types, by_reach, granular = _type_buckets(tuple(ctx.scopes), tuple(ctx.roles), bool(ctx.patient))
         if tenant_types is None:
             return None
         conds = [table.c.res_type.in_(tenant_types)] if tenant_types else []
         for reach, types in by_reach:
             cond = compartment_condition(table, ctx.tenant, None, patients_expr(ctx, reach))
             conds.append(and_(table.c.res_type.in_(types), cond))
+        for t in granular:  # types that granular scopes add to: each filtered as its own search is
+            conds.append(and_(table.c.res_type == t, self.search_filter(ctx, table, t)))
         return or_(*conds) if conds else false()
 
     async def record(self, ctx, action, res_type, res_id, outcome, detail=None) -> None:
@@ -575,6 +725,8 @@ class AuthorizationPolicy:
         existing = None
         if action in INSTANCE_WRITES and res_id:
             existing = await self._check_existing(ctx, action, res_type, res_id, conn)
+        if decision.terms and res_id and action in ("update", "patch", "delete"):
+            await self._check_granular_existing(ctx, action, res_type, res_id, existing, conn)
         if res_type == "Patient" and action in ("create", "update") and reach.sets == {OWN}:
             # guardianship is registered by staff, never claimed by the guardian's own token
             added = related_person_links(resource) - related_person_links(existing.resource if existing else None)
@@ -587,17 +739,23 @@ class AuthorizationPolicy:
         transaction Bundle, whose writes reach the policy only here)."""
         if conn is None:
             return None  # the repository checks `can_see` on its own path
-        row = (await conn.execute(
-            select(resource_t.c.rid, resource_t.c.tenant, resource_t.c.res_type, resource_t.c.res_id,
-                   resource_t.c.version_id, resource_t.c.ts, resource_t.c.deleted, resource_t.c.content)
-            .where(resource_t.c.tenant == ctx.tenant, resource_t.c.res_type == res_type, resource_t.c.res_id == res_id)
-        )).first()
-        if row is None:
-            return None
-        stored = StoredResource.from_row(row)
-        if not stored.deleted and not self._can_see(ctx, stored, conn):
+        stored = await _current(ctx, res_type, res_id, conn)
+        if stored is not None and not stored.deleted and not self._can_see(ctx, stored, conn):
             raise NotFound(f"未找到资源 {res_type}/{res_id} (resource not found)")
         return stored
+
+    async def _check_granular_existing(self, ctx, action, res_type, res_id, existing, conn) -> None:
+        """A write allowed by a granular scope changes or deletes only a resource that its
+        query matches too (an update may not turn a laboratory result into a vital sign)."""
+        if existing is None and conn is not None:
+            existing = await _current(ctx, res_type, res_id, conn)
+        if existing is None or existing.deleted or not self._can_see(ctx, existing, conn):
+            return  # missing or hidden: answered as missing, as without granular scopes
+        perm = PERMISSION[action]
+        terms = granular_terms(ctx, res_type, perm)
+        if not within_reach(ctx, existing.resource, reach_of(ctx, res_type, perm), terms):
+            await self._deny(ctx, action, res_type, res_id,
+                             "the existing resource does not match the query of the scope that grants this", conn)
 
     async def _deny(self, ctx, action, res_type, res_id, reason, conn) -> None:
         await self.recorder.record(conn, ctx, action, res_type, res_id, "denied", {"reason": reason})
@@ -627,6 +785,15 @@ class AuthorizationPolicy:
             params["patients"] = sorted(patients_in_reach(ctx, limited))
             allowed = [t for t in allowed if t in set(export_types("patient", None))]
         params["types"] = allowed
+
+
+async def _current(ctx: AuthContext, res_type: str, res_id: str, conn) -> StoredResource | None:
+    row = (await conn.execute(
+        select(resource_t.c.rid, resource_t.c.tenant, resource_t.c.res_type, resource_t.c.res_id,
+               resource_t.c.version_id, resource_t.c.ts, resource_t.c.deleted, resource_t.c.content)
+        .where(resource_t.c.tenant == ctx.tenant, resource_t.c.res_type == res_type, resource_t.c.res_id == res_id)
+    )).first()
+    return StoredResource.from_row(row) if row is not None else None
 
 
 class GuardianshipCache:
@@ -705,13 +872,14 @@ def _already_denied(ctx: AuthContext, res_type, res_id, outcome: str) -> bool:
 
 @lru_cache(maxsize=512)
 def _type_buckets(scopes: tuple[str, ...], roles: tuple[str, ...], has_patient: bool):
-    """For a search across types: (types seen tenant-wide, [(reach, types)]); (None, []) when
-    every type is seen tenant-wide."""
+    """For a search across types: (types seen tenant-wide, [(reach, types)], types granular
+    scopes add to); (None, [], ()) when every type is seen tenant-wide."""
     grants = grants_for(scopes)
-    wild = [s for s in grants.scopes if s.resource_type == "*" and s.query is None and s.permissions & {"r", "s"}]
+    wild = [s for s in grants.scopes if s.resource_type == "*" and s.permissions & {"r", "s"}]
     if any(s.context == "system" for s in wild):
-        return None, []
+        return None, [], ()
     probe = AuthContext(tenant="-", scopes=scopes, roles=roles, patient="-" if has_patient else None)
+    granular = _granular_types(grants, scopes, roles, has_patient) if grants.granular else ()
     candidates = resource_types() if wild else {s.resource_type for s in grants.scopes if s.resource_type != "*"}
     tenant_types, by_reach = [], {}
     for t in sorted(candidates):
@@ -720,9 +888,18 @@ def _type_buckets(scopes: tuple[str, ...], roles: tuple[str, ...], has_patient: 
             continue
         if reach.tenant:
             tenant_types.append(t)
-        elif t in compartment_types():
+        elif t in compartment_types() and t not in granular:
             by_reach.setdefault(reach, []).append(t)
-    return tenant_types, sorted(by_reach.items(), key=lambda kv: sorted(kv[0].sets))
+    return tenant_types, sorted(by_reach.items(), key=lambda kv: sorted(kv[0].sets)), granular
+
+
+def _granular_types(grants: Grants, scopes: tuple[str, ...], roles: tuple[str, ...],
+                    has_patient: bool) -> tuple[str, ...]:
+    """The types, not seen tenant-wide, that granular scopes add to (each then filtered as
+    a search of its own type is)."""
+    wild = any(s.resource_type == "*" for s in grants.granular)
+    candidates = resource_types() if wild else {s.resource_type for s in grants.granular}
+    return tuple(sorted(t for t in candidates if _granular_terms(scopes, roles, has_patient, t, "rs")))
 
 
 def _searched_patient(params) -> str | None:

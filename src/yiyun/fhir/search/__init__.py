@@ -3,6 +3,8 @@
 https://hl7.org/fhir/R4/search.html — every SearchParameter of R4 4.0.1 is compiled into
 an extractor (`registry`, `compiler`); values land in typed index tables (`tables`) when a
 resource is written (`write_index`) and searches are indexed SQL over them (`search`).
+`match` applies a query as a rule (SMART granular scopes): to one resource in memory, from
+the same extracted values, or as the same SQL condition.
 
 Supported: all parameter types (string, token, reference, date, number, quantity, uri,
 composite) of every resource type; `_id`, `_lastUpdated`, `_tag`, `_profile`, `_security`,

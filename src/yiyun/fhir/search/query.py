@@ -262,17 +262,21 @@ def uri_test(name: str, v: str, modifier: str, c: Cols):
     if modifier == "below":
         return prefix_range(c.value, raw)
     if modifier == "above":
-        # https://hl7.org/fhir/R4/search.html#uri: the stored uri is the value or one of its parents
-        parents, cur = [raw], raw
-        while "/" in cur.rstrip("/"):
-            cur = cur.rstrip("/").rsplit("/", 1)[0]
-            if cur.endswith(":/") or cur.endswith(":"):
-                break
-            parents.append(cur)
-        return c.value.in_(parents)
+        return c.value.in_(uri_parents(raw))
     if modifier:
         raise err(name, f"modifier ':{modifier}' is not supported for uri parameters")
     return c.value == raw
+
+
+def uri_parents(raw: str) -> list[str]:
+    """https://hl7.org/fhir/R4/search.html#uri (`:above`): the value and each of its parents."""
+    parents, cur = [raw], raw
+    while "/" in cur.rstrip("/"):
+        cur = cur.rstrip("/").rsplit("/", 1)[0]
+        if cur.endswith(":/") or cur.endswith(":"):
+            break
+        parents.append(cur)
+    return parents
 
 
 def reference_test(name: str, v: str, type_mod: str | None, c: Cols, base_url: str):

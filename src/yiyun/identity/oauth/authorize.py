@@ -37,7 +37,7 @@ from yiyun.identity.oauth import grants
 from yiyun.identity.oauth.clients import Client, get_client
 from yiyun.identity.oauth.errors import OAuthError
 from yiyun.identity.oauth.scopeset import parsed, uncovered
-from yiyun.identity.scopes import ResourceScope
+from yiyun.identity.scopes import PERMISSIONS, ResourceScope
 
 router = APIRouter(include_in_schema=False)
 _CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")  # base64url of a SHA-256 digest, RFC 7636 §4.2
@@ -267,6 +267,18 @@ TYPE_LABELS = {
 }
 
 
+# The categories of HL7's observation-category code system
+# (https://terminology.hl7.org/CodeSystem-observation-category.html), which granular scopes
+# name most often (`patient/Observation.rs?category=…|vital-signs`).
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+CATEGORY_LABELS = {
+    "vital-signs": "vital signs", "laboratory": "laboratory", "imaging": "imaging", "exam": "physical examination",
+    "social-history": "social history", "survey": "survey", "procedure": "procedure", "therapy": "therapy",
+    "activity": "activity",
+}
+PERMISSION_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+
 def _verb(perms: frozenset[str]) -> str:
     reads, writes = bool(perms & {"r", "s"}), bool(perms & {"c", "u", "d"})
     return "Read and change" if reads and writes else ("Change" if writes else "Read")
@@ -283,13 +295,13 @@ def describe(scope: str, locale: str) -> list[dict]:
         if isinstance(s, ResourceScope):
             what = (_("entire health record") if s.resource_type == "*"
                     else _(TYPE_LABELS.get(s.resource_type, s.resource_type)))
-            if s.context == "patient":
+            if s.query:
+                text = _granular_text(s, what, _)
+            elif s.context == "patient":
                 text = _("%(verb)s your %(what)s") % {"verb": _(_verb(s.permissions)), "what": what}
             else:
                 text = _("%(verb)s the %(what)s of patients in your organisation") % {
                     "verb": _(_verb(s.permissions)), "what": what}
-            if s.query:
-                text += " (" + s.query + ")"
         else:
             text = _({
                 "openid": "Know who you are", "fhirUser": "Know who you are", "profile": "Know who you are",
@@ -300,6 +312,32 @@ def describe(scope: str, locale: str) -> list[dict]:
         if text not in [i["text"] for i in items]:
             items.append({"text": text, "scope": str(s), "data": isinstance(s, ResourceScope)})
     return sorted(items, key=lambda i: not i["data"])  # what it may do with the record first
+
+
+def _granular_text(s: ResourceScope, what: str, _) -> str:
+    """A granular scope: the data it limits to (a known observation category by its name,
+    any other query as written) and each permission letter in words."""
+    category = _observation_category(s)
+    if category is not None:
+        what = _("%(category)s observations") % {"category": _(category)}
+    else:
+        what = _("%(what)s matching %(query)s") % {"what": what, "query": s.query}
+    permissions = _(", ").join(_(PERMISSION_WORDS[p]) for p in PERMISSIONS if p in s.permissions)
+    if s.context == "patient":
+        return _("Your %(what)s (%(permissions)s)") % {"what": what, "permissions": permissions}
+    return _("The %(what)s of patients in your organisation (%(permissions)s)") % {
+        "what": what, "permissions": permissions}
+
+
+def _observation_category(s: ResourceScope) -> str | None:
+    """The label of `Observation?category=[system|]code` for one known category, else None."""
+    key, _sep, value = (s.query or "").partition("=")
+    if s.resource_type != "Observation" or key != "category" or "&" in value or "," in value:
+        return None
+    system, bar, code = value.rpartition("|")
+    if bar and system != OBSERVATION_CATEGORY:
+        return None
+    return CATEGORY_LABELS.get(code)
 
 
 # ------------------------------------------------------- authorised apps page
