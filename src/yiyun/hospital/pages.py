@@ -36,6 +36,7 @@ from yiyun.hospital.consultations import admission
 from yiyun.hospital.consultations import api as consult_api
 from yiyun.hospital.consultations import records as consult_records
 from yiyun.hospital.consultations import service as consult_service
+from yiyun.hospital.consultations import wards as consult_wards
 from yiyun.hospital.consultations.schemas import (
     EndIn,
     HandoverIn,
@@ -435,6 +436,15 @@ async def _admission_of(ctx: AuthContext) -> tuple[bool, bool]:
     return verified, admission.is_young_child(me)
 
 
+async def _consult_for_choices(ctx: AuthContext, hospital: str) -> list[dict]:
+    """Whom the form offers: the patient and the wards /patient/me lists (at the hospital
+    signed in to; wards are registered per hospital)."""
+    if hospital != ctx.tenant or not ctx.patient:
+        return []
+    async with consult_service.open_work(consult_service.party_of(ctx), write=False) as work:
+        return await consult_wards.consult_for_choices(work)
+
+
 def real_name_needed(request: Request, back_url: str | None = None) -> HTMLResponse:
     return page(request, "hospital/patient_real_name_needed.html", 403, tab="consult", back_url=back_url)
 
@@ -458,9 +468,12 @@ async def patient_consult_form(request: Request, hospital: str | None = Query(No
     except YiyunError as err:
         return problem(request, err.status, err.message)
     doctor_info = catalogue.doctor_summary(d, doctor) if doctor and doctor in d.roles else None
+    # a booking names its patient: the form offers no choice for it
+    choices = [] if appointment else await _consult_for_choices(ctx, hospital)
     return page(request, "hospital/patient_consult_new.html", tab="consult", hospital=catalogue.hospital_summary(d),
                 doctor=doctor_info, departments=departments, department=department or "",
-                appointment=appointment or "", mode=mode, error=None, form={}, child=child)
+                appointment=appointment or "", mode=mode, error=None, form={}, child=child,
+                choices=choices if len(choices) > 1 else [], any_child=child or any(c["child_under_6"] for c in choices))
 
 
 @router.post("/patient/consult")
@@ -481,8 +494,9 @@ async def patient_consult_start(request: Request, ctx: AuthContext = Depends(pat
         elif form.get("department"):
             department = f"HealthcareService/{form['department']}"
         appointment = f"Appointment/{form['appointment']}" if form.get("appointment") else None
+        patient = f"Patient/{form['patient']}" if form.get("patient") else None
         body = StartConsultation(mode=form.get("mode") or "text", doctor=doctor, department=department,
-                                 appointment=appointment, form=PreConsultationForm(
+                                 appointment=appointment, patient=patient, form=PreConsultationForm(
                                      chief_complaint=form.get("chief_complaint", ""), duration=form.get("duration", ""),
                                      history=form.get("history", ""), allergies=form.get("allergies", ""),
                                      medications=form.get("medications", ""),
@@ -511,10 +525,15 @@ async def patient_consultations(request: Request, ctx: AuthContext = Depends(pat
         async with consult_service.open_work(consult_service.party_of(ctx), write=False) as work:
             items = await consult_service.my_consultations(work)
             found = await work.repo.current_many([("Practitioner", c["doctor"].split("/", 1)[1])
-                                                   for c in items if c["doctor"]])
+                                                   for c in items if c["doctor"]]
+                                                  + [("Patient", c["patient"].split("/", 1)[1]) for c in items])
             for c in items:
                 s = found.get(("Practitioner", (c["doctor"] or "/").split("/", 1)[1]))
                 c["doctor_name"] = consult_service.display_name(s.resource) if s is not None else None
+                # a ward's consultation says whose it is
+                c["for_ward"] = c["patient"] != f"Patient/{ctx.patient}"
+                p = found.get(("Patient", c["patient"].split("/", 1)[1]))
+                c["patient_name"] = consult_service.display_name(p.resource) if p is not None else None
     return page(request, "hospital/patient_consultations.html", tab="consult", items=items,
                 hospital=ctx.tenant)
 

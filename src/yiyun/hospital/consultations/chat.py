@@ -160,6 +160,9 @@ async def _hello_and_replay(conn: Connection, since: int) -> None:
 async def _pump(conn: Connection, sub) -> None:
     try:
         async for frame in sub:
+            if frame.get("type") == "state" and frame.get("state") == "cancelled" and conn.relation == "candidate":
+                # a department colleague looking at it learns why it went, before losing access
+                await conn.send(frame)
             if frame.get("type") == "state" and conn.relation != "patient":
                 await _recheck(conn)
                 if conn.closed:

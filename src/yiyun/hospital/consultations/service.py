@@ -524,12 +524,28 @@ async def consultation_detail(work: Work, cid: str) -> dict:
     out["doctor_name"] = display_name(_res(found, "Practitioner", row.doctor_id)) if row.doctor_id else None
     out["form"] = form_answers(_res(found, "QuestionnaireResponse", row.form_id)) if row.form_id else form_answers(None)
     out.update(child_flags(patient, out["form"]))
+    out["cancel_reason"] = await _cancel_reason(work, row) if row.state == "cancelled" else None
     calls = await work.conn.execute(
         select(consult_call).where(consult_call.c.tenant == row.tenant, consult_call.c.consultation_id == cid)
         .order_by(consult_call.c.started_us)
     )
     out["calls"] = [call_view(c) for c in calls]
     return out
+
+
+async def _cancel_reason(work: Work, row) -> str | None:
+    """Why a consultation was cancelled: the system note written when it was (the patient
+    withdrew it, or its booking was cancelled or marked no-show)."""
+    m = consult_message.c
+    last = (await work.conn.execute(select(consult_message).where(
+        m.tenant == row.tenant, m.consultation_id == row.id, m.sender_role == "system", m.kind == "note")
+        .order_by(m.seq.desc()).limit(1))).first()
+    if last is None:
+        return None
+    stored = (await fetch_many(work.repo, [("Communication", last.communication_id)])).get(
+        ("Communication", last.communication_id))
+    payload = (stored.resource.get("payload") or [{}])[0] if stored is not None and not stored.deleted else {}
+    return payload.get("contentString")
 
 
 def child_flags(patient: dict | None, form: dict) -> dict:

@@ -65,3 +65,23 @@ async def require_guardian_of(work, patient_id: str) -> None:
     if not await may_consult_for(work, patient_id):
         raise NotGuardian("只能为本人或您登记监护的家人发起问诊 "
                           "(you may start a consultation only for yourself or a family member you are the guardian of)")
+
+
+async def consult_for_choices(work) -> list[dict]:
+    """Whom the caller may start a consultation for, themselves first, then the wards
+    /patient/me lists: {patient, id, name, birth_date, child_under_6, self}."""
+    from yiyun.hospital.consultations import admission
+    from yiyun.hospital.consultations.service import display_name, fetch_many
+
+    me = work.party.id
+    ids = [me, *sorted(await listed_wards(work))]
+    found = await fetch_many(work.repo, [("Patient", i) for i in ids])
+    out = []
+    for pid in ids:
+        stored = found.get(("Patient", pid))
+        if stored is None or stored.deleted:
+            continue
+        out.append({"patient": f"Patient/{pid}", "id": pid, "name": display_name(stored.resource),
+                    "birth_date": stored.resource.get("birthDate"),
+                    "child_under_6": admission.is_young_child(stored.resource), "self": pid == me})
+    return out
