@@ -41,6 +41,8 @@ async def test_a_guardian_chooses_a_ward_on_the_consult_form(client, engine, hos
         assert "就诊人：王小小" in page and "data-for-ward" in page
         listing = (await wang.get("/patient/consultations")).text
         assert f"/patient/consultations/{cid}" in listing and "就诊人：王小小" in listing
+        visits = (await wang.get("/patient/records")).text
+        assert "就诊人：王小小" in visits and "发热一天" in visits
         # the doctor sees the child and who started it
         page = (await doctor.get(f"/doctor/consultations/{cid}")).text
         assert "王小小" in page and 'id="started-by"' in page

@@ -583,12 +583,25 @@ def _record_view(record: dict | None) -> dict | None:
 
 
 # ------------------------------------------------------------------ patient: me
-async def _patient_repo_search(ctx: AuthContext, res_type: str, params: list[tuple[str, str]]) -> list[dict]:
+async def _patient_repo_search(ctx: AuthContext, res_type: str, params: list[tuple[str, str]],
+                               patients: list[str] | None = None) -> list[dict]:
+    """The signed-in patient's resources (or those of `patients`, Patient ids they may read)."""
     if not ctx.patient:
         return []
+    whose = ",".join(f"Patient/{i}" for i in (patients or [ctx.patient]))
     async with unit_of_work(get_engine(), write=False) as conn:
-        result = await FhirRepository(conn, ctx).search(res_type, [("patient", f"Patient/{ctx.patient}"), *params])
+        result = await FhirRepository(conn, ctx).search(res_type, [("patient", whose), *params])
         return [s.resource for s in result.matches]
+
+
+async def _family_records(conn, repo: FhirRepository, ctx: AuthContext) -> dict[str, dict]:
+    """Patient id → Patient of the family members the signed-in patient is the guardian of
+    (`identity.care.wards`: what the access policy lets them read)."""
+    from yiyun.identity.care import wards
+
+    ids = sorted({r.patient for r in await conn.execute(wards(ctx.tenant, ctx.patient).select())} - {ctx.patient})
+    found = await repo.current_many([("Patient", i) for i in ids]) if ids else {}
+    return {i: s.resource for (_, i), s in found.items() if not s.deleted}
 
 
 @router.get("/patient/me")
@@ -596,24 +609,26 @@ async def patient_me(request: Request, ctx: AuthContext = Depends(patient_user))
     me = None
     family: list[dict] = []
     if ctx.patient:
-        from yiyun.identity.care import wards
-
         async with unit_of_work(get_engine(), write=False) as conn:
             repo = FhirRepository(conn, ctx)
             me = (await repo.read("Patient", ctx.patient)).resource
-            ids = sorted({r.patient for r in await conn.execute(wards(ctx.tenant, ctx.patient).select())})
-            found = await repo.current_many([("Patient", i) for i in ids]) if ids else {}
-            family = [{"id": i, "name": consult_service.display_name(s.resource), "gender": s.resource.get("gender"),
-                       "birth": s.resource.get("birthDate")} for (_, i), s in found.items() if not s.deleted]
+            found = await _family_records(conn, repo, ctx)
+            family = [{"id": i, "name": consult_service.display_name(r), "gender": r.get("gender"),
+                       "birth": r.get("birthDate")} for i, r in found.items()]
     return page(request, "hospital/patient_me.html", tab="me", me=me, name=consult_service.display_name(me) if me else
                 (ctx.display_name or ""), family=family)
 
 
 @router.get("/patient/records")
 async def patient_records(request: Request, ctx: AuthContext = Depends(patient_user)):
-    encounters = await _patient_repo_search(ctx, "Encounter", [("_sort", "-date"), ("_count", "50")])
-    conditions = await _patient_repo_search(ctx, "Condition", [("_count", "100")])
-    impressions = await _patient_repo_search(ctx, "ClinicalImpression", [("_count", "100")])
+    family: dict[str, dict] = {}
+    if ctx.patient:  # the wards' visits too (a guardian's consultations for them among them)
+        async with unit_of_work(get_engine(), write=False) as conn:
+            family = await _family_records(conn, FhirRepository(conn, ctx), ctx)
+    whose = [ctx.patient, *sorted(family)] if ctx.patient else None
+    encounters = await _patient_repo_search(ctx, "Encounter", [("_sort", "-date"), ("_count", "50")], whose)
+    conditions = await _patient_repo_search(ctx, "Condition", [("_count", "100")], whose)
+    impressions = await _patient_repo_search(ctx, "ClinicalImpression", [("_count", "100")], whose)
     by_enc: dict[str, dict] = {}
     for cond in conditions:
         eid = ref_id(cond.get("encounter"), "Encounter")
@@ -625,7 +640,9 @@ async def patient_records(request: Request, ctx: AuthContext = Depends(patient_u
     visits = []
     for e in encounters:
         extra = by_enc.get(e.get("id"), {})
+        ward = family.get(ref_id(e.get("subject"), "Patient") or "")
         visits.append({"id": e.get("id"), "start": (e.get("period") or {}).get("start"), "status": e.get("status"),
+                       "ward_name": consult_service.display_name(ward) if ward else None,
                        "online": (e.get("class") or {}).get("code") == "VR",
                        "types": [t.get("text") for t in e.get("type") or [] if t.get("text")],
                        "reason": ", ".join(r.get("text") or "" for r in e.get("reasonCode") or []),
