@@ -56,13 +56,16 @@
     });
   });
 
+  // reloads when the doctor's own queue differs from what the page shows (`data-queue`)
+  function checkQueue(table) {
+    fetch("/api/consultations/queue", { credentials: "same-origin" }).then((r) => r.json()).then(function (q) {
+      const now = (q.waiting || []).map((c) => c.id).join(",") + "|" + (q.active || []).map((c) => c.id + ":" + c.unread).join(",");
+      if (now !== table.dataset.queue) location.reload();
+    }).catch(function () {});
+  }
+
   document.querySelectorAll("[data-queue]").forEach(function (table) {
-    setInterval(function () {
-      fetch("/api/consultations/queue", { credentials: "same-origin" }).then((r) => r.json()).then(function (q) {
-        const now = (q.waiting || []).map((c) => c.id).join(",") + "|" + (q.active || []).map((c) => c.id + ":" + c.unread).join(",");
-        if (now !== table.dataset.queue) location.reload();
-      }).catch(function () {});
-    }, 10000);
+    setInterval(() => checkQueue(table), 10000);
   });
 
   document.querySelectorAll("input[type=file][data-preview]").forEach(function (input) {
@@ -98,7 +101,7 @@
       const left = table.querySelectorAll("tbody tr[data-consultation]").length;
       const count = document.querySelector("[data-waiting-count]");
       if (count) count.textContent = count.dataset.template.replace("%n", left);
-      // the poll below compares against what the page shows
+      // `checkQueue` compares the server's queue with what the page shows
       const parts = (table.dataset.queue || "|").split("|");
       parts[0] = parts[0].split(",").filter((x) => x && x !== id).join(",");
       table.dataset.queue = parts.join("|");
@@ -115,8 +118,9 @@
       ws.onmessage = function (e) {
         let f; try { f = JSON.parse(e.data); } catch (err) { return; }
         if (f.type !== "queue") return;
-        if (f.state === "waiting") location.reload();  // a new patient: the row needs the server's details
-        else drop(f.consultation);
+        // the channel is the hospital's: whether a change is this doctor's, their queue says
+        if (f.state !== "waiting") drop(f.consultation);
+        if (f.state === "waiting" || f.state === "active") checkQueue(table);
       };
       ws.onclose = function (e) {
         table.dataset.live = "";
