@@ -75,3 +75,30 @@ async def test_a_consultation_cancelled_with_its_booking_shows_why(client, engin
     finally:
         await zhang.aclose()
         await doctor.aclose()
+
+
+async def test_the_form_of_a_young_wards_booking_asks_for_the_guardian(client, engine, hospital, repo_factory):
+    await set_birth(repo_factory, "pat-zhang-child", "张小三", years_ago(2))
+    slot = (await client.get(f"/api/hospital/directory/hospitals/{hospital.tenant}/slots",
+                             params={"schedule": hospital.online_schedule})).json()["slots"][0]["id"]
+    booked = await client.post("/api/hospital/appointments", headers=hospital.patient_headers(),
+                               json={"slot": slot, "hospital": hospital.tenant, "patient": "pat-zhang-child"})
+    assert booked.status_code == 201, booked.text
+    appt_id = booked.json()["id"]
+    zhang = Browser(client.app, *await _patient(engine, hospital.tenant, "Patient/pat-zhang"))
+    wang = Browser(client.app, *await _patient(engine, hospital.tenant, "Patient/pat-wang"))
+    try:
+        page = (await zhang.get(f"/patient/consult/new?hospital={hospital.tenant}&appointment={appt_id}")).text
+        assert 'name="guardian_accompanies"' in page and 'id="consult-for"' not in page
+        form = {"hospital": hospital.tenant, "appointment": appt_id, "mode": "text", "chief_complaint": "发热",
+                "guardian_accompanies": "1"}
+        r = await zhang.post("/patient/consult", form)
+        assert r.status_code == 303, r.text[:500]
+        cid = r.headers["location"].rsplit("/", 1)[1].split("?")[0]
+        assert "就诊人：张小三" in (await zhang.get(f"/patient/consultations/{cid}")).text
+        # someone else's booking tells them nothing about the child
+        other = (await wang.get(f"/patient/consult/new?hospital={hospital.tenant}&appointment={appt_id}")).text
+        assert 'name="guardian_accompanies"' not in other
+    finally:
+        await zhang.aclose()
+        await wang.aclose()

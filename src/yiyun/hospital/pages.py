@@ -468,8 +468,12 @@ async def patient_consult_form(request: Request, hospital: str | None = Query(No
     except YiyunError as err:
         return problem(request, err.status, err.message)
     doctor_info = catalogue.doctor_summary(d, doctor) if doctor and doctor in d.roles else None
-    # a booking names its patient: the form offers no choice for it
+    # a booking names its patient: the form offers no choice for it, and asks for the
+    # guardian's confirmation when it is a young ward's
     choices = [] if appointment else await _consult_for_choices(ctx, hospital)
+    if appointment and not child and hospital == ctx.tenant and ctx.patient:
+        async with consult_service.open_work(consult_service.party_of(ctx), write=False) as work:
+            child = await consult_wards.booked_for_young_child(work, appointment)
     return page(request, "hospital/patient_consult_new.html", tab="consult", hospital=catalogue.hospital_summary(d),
                 doctor=doctor_info, departments=departments, department=department or "",
                 appointment=appointment or "", mode=mode, error=None, form={}, child=child,

@@ -85,3 +85,18 @@ async def consult_for_choices(work) -> list[dict]:
                     "birth_date": stored.resource.get("birthDate"),
                     "child_under_6": admission.is_young_child(stored.resource), "self": pid == me})
     return out
+
+
+async def booked_for_young_child(work, appointment_id: str) -> bool:
+    """Whether a booking the caller may consult for is their ward's who is under 6: the form
+    of a booking's consultation then asks for the guardian's confirmation (`admission`)."""
+    from yiyun.hospital.consultations import admission
+    from yiyun.hospital.consultations.service import _appointment_patient, fetch_many
+
+    stored = (await fetch_many(work.repo, [("Appointment", appointment_id)])).get(("Appointment", appointment_id))
+    booked_for = _appointment_patient(stored.resource) if stored is not None and not stored.deleted else None
+    ward = booked_for.split("/", 1)[1] if booked_for else None
+    if not ward or ward == work.party.id or not await may_consult_for(work, ward):
+        return False
+    patient = (await fetch_many(work.repo, [("Patient", ward)])).get(("Patient", ward))
+    return patient is not None and not patient.deleted and admission.is_young_child(patient.resource)
