@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from yiyun.core.logging import get_logger
 from yiyun.core.settings import Settings, async_url, get_settings
 
+log = get_logger("yiyun.db")
+
 _engines: dict[str, AsyncEngine] = {}
+# Work to do once a unit of work has committed, by the id of its connection (see `after_commit`).
+_after_commit: dict[int, list[Callable[[], Awaitable[None] | None]]] = {}
 
 
 def is_sqlite(url_or_engine) -> bool:
@@ -125,6 +131,8 @@ async def unit_of_work(engine: AsyncEngine, *, write: bool = True) -> AsyncItera
 @contextlib.asynccontextmanager
 async def _unit_of_work(engine: AsyncEngine, *, write: bool) -> AsyncIterator[AsyncConnection]:
     conn = await engine.connect()
+    key = id(conn.sync_connection)
+    callbacks = _after_commit[key] = []
     try:
         if is_sqlite(engine):
             conn = await conn.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
@@ -134,7 +142,31 @@ async def _unit_of_work(engine: AsyncEngine, *, write: bool) -> AsyncIterator[As
         async with conn.begin():
             yield conn
     finally:
+        _after_commit.pop(key, None)
         await conn.close()
+    await _run_after_commit(callbacks)
+
+
+def after_commit(conn: AsyncConnection, callback: Callable[[], Awaitable[None] | None]) -> bool:
+    """Run `callback` (a function, or one returning an awaitable) once the unit of work of
+    `conn` has committed; never when it rolls back. For what must not be announced before
+    it is stored, whichever caller opened the unit of work (a write hook does not know it).
+    False when `conn` was not opened by `unit_of_work`: the caller decides what to do."""
+    pending = _after_commit.get(id(conn.sync_connection))
+    if pending is None:
+        return False
+    pending.append(callback)
+    return True
+
+
+async def _run_after_commit(callbacks: list) -> None:
+    for callback in callbacks:
+        try:
+            result = callback()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # the data is committed; a failed notice must not turn it into an error
+            log.warning("after_commit_failed", exc_info=True)
 
 
 async def refresh_statistics(engine: AsyncEngine) -> None:

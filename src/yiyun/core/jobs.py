@@ -194,6 +194,7 @@ def run_async(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     """Run `work(engine)` to completion from a job: a fresh event loop and an engine of its
     own (engines and their pooled connections belong to one event loop)."""
     from yiyun.core.db import create_engine_for
+    from yiyun.core.realtime import close_brokers
 
     async def main() -> T:
         engine = create_engine_for(get_settings().resolved_database_url)
@@ -201,5 +202,6 @@ def run_async(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
             return await work(engine)
         finally:
             await engine.dispose()
+            await close_brokers()  # a job's real-time notices (e.g. a cancelled consultation) used this loop's
 
     return asyncio.run(main())

@@ -1,6 +1,7 @@
 """Online-consultation tables for what is not clinical: queue state, message sequence,
 read receipts, uploads and calls (migration 0011_consultation); patients' ratings of
-ended consultations (migration 0012_consult).
+ended consultations (migration 0012_consult); the guardian who started a ward's
+consultation (migration 0015_ward).
 
 The clinical facts are FHIR resources: the consultation is an Encounter, each chat
 message a Communication, the pre-consultation form a QuestionnaireResponse, the visit
@@ -34,11 +35,16 @@ consult_session = Table(
     Column("last_seq", Integer, nullable=False, default=0),
     Column("patient_read_seq", Integer, nullable=False, default=0),
     Column("doctor_read_seq", Integer, nullable=False, default=0),
+    # Patient id of the guardian who started the consultation for their ward; null when the
+    # patient started it themselves
+    Column("started_by", String(64), nullable=True),
     Index("ix_consult_session_queue", "tenant", "state", "created_us"),
     Index("ix_consult_session_patient", "tenant", "patient_id"),
     Index("ix_consult_session_doctor", "tenant", "doctor_id", "state"),
     # the consultation of a booking, looked up when the booking changes status
     Index("ix_consult_session_appointment", "tenant", "appointment_id"),
+    # a guardian's list: the consultations they started for their wards
+    Index("ix_consult_session_started_by", "tenant", "started_by"),
 )
 
 # The conversation's order: sequence number → the Communication that holds the message.

@@ -36,6 +36,7 @@ from yiyun.hospital.consultations import admission
 from yiyun.hospital.consultations import api as consult_api
 from yiyun.hospital.consultations import records as consult_records
 from yiyun.hospital.consultations import service as consult_service
+from yiyun.hospital.consultations import wards as consult_wards
 from yiyun.hospital.consultations.schemas import (
     EndIn,
     HandoverIn,
@@ -435,6 +436,15 @@ async def _admission_of(ctx: AuthContext) -> tuple[bool, bool]:
     return verified, admission.is_young_child(me)
 
 
+async def _consult_for_choices(ctx: AuthContext, hospital: str) -> list[dict]:
+    """Whom the form offers: the patient and the wards /patient/me lists (at the hospital
+    signed in to; wards are registered per hospital)."""
+    if hospital != ctx.tenant or not ctx.patient:
+        return []
+    async with consult_service.open_work(consult_service.party_of(ctx), write=False) as work:
+        return await consult_wards.consult_for_choices(work)
+
+
 def real_name_needed(request: Request, back_url: str | None = None) -> HTMLResponse:
     return page(request, "hospital/patient_real_name_needed.html", 403, tab="consult", back_url=back_url)
 
@@ -458,9 +468,16 @@ async def patient_consult_form(request: Request, hospital: str | None = Query(No
     except YiyunError as err:
         return problem(request, err.status, err.message)
     doctor_info = catalogue.doctor_summary(d, doctor) if doctor and doctor in d.roles else None
+    # a booking names its patient: the form offers no choice for it, and asks for the
+    # guardian's confirmation when it is a young ward's
+    choices = [] if appointment else await _consult_for_choices(ctx, hospital)
+    if appointment and not child and hospital == ctx.tenant and ctx.patient:
+        async with consult_service.open_work(consult_service.party_of(ctx), write=False) as work:
+            child = await consult_wards.booked_for_young_child(work, appointment)
     return page(request, "hospital/patient_consult_new.html", tab="consult", hospital=catalogue.hospital_summary(d),
                 doctor=doctor_info, departments=departments, department=department or "",
-                appointment=appointment or "", mode=mode, error=None, form={}, child=child)
+                appointment=appointment or "", mode=mode, error=None, form={}, child=child,
+                choices=choices if len(choices) > 1 else [], any_child=child or any(c["child_under_6"] for c in choices))
 
 
 @router.post("/patient/consult")
@@ -481,8 +498,9 @@ async def patient_consult_start(request: Request, ctx: AuthContext = Depends(pat
         elif form.get("department"):
             department = f"HealthcareService/{form['department']}"
         appointment = f"Appointment/{form['appointment']}" if form.get("appointment") else None
+        patient = f"Patient/{form['patient']}" if form.get("patient") else None
         body = StartConsultation(mode=form.get("mode") or "text", doctor=doctor, department=department,
-                                 appointment=appointment, form=PreConsultationForm(
+                                 appointment=appointment, patient=patient, form=PreConsultationForm(
                                      chief_complaint=form.get("chief_complaint", ""), duration=form.get("duration", ""),
                                      history=form.get("history", ""), allergies=form.get("allergies", ""),
                                      medications=form.get("medications", ""),
@@ -511,10 +529,15 @@ async def patient_consultations(request: Request, ctx: AuthContext = Depends(pat
         async with consult_service.open_work(consult_service.party_of(ctx), write=False) as work:
             items = await consult_service.my_consultations(work)
             found = await work.repo.current_many([("Practitioner", c["doctor"].split("/", 1)[1])
-                                                   for c in items if c["doctor"]])
+                                                   for c in items if c["doctor"]]
+                                                  + [("Patient", c["patient"].split("/", 1)[1]) for c in items])
             for c in items:
                 s = found.get(("Practitioner", (c["doctor"] or "/").split("/", 1)[1]))
                 c["doctor_name"] = consult_service.display_name(s.resource) if s is not None else None
+                # a ward's consultation says whose it is
+                c["for_ward"] = c["patient"] != f"Patient/{ctx.patient}"
+                p = found.get(("Patient", c["patient"].split("/", 1)[1]))
+                c["patient_name"] = consult_service.display_name(p.resource) if p is not None else None
     return page(request, "hospital/patient_consultations.html", tab="consult", items=items,
                 hospital=ctx.tenant)
 
@@ -564,12 +587,25 @@ def _record_view(record: dict | None) -> dict | None:
 
 
 # ------------------------------------------------------------------ patient: me
-async def _patient_repo_search(ctx: AuthContext, res_type: str, params: list[tuple[str, str]]) -> list[dict]:
+async def _patient_repo_search(ctx: AuthContext, res_type: str, params: list[tuple[str, str]],
+                               patients: list[str] | None = None) -> list[dict]:
+    """The signed-in patient's resources (or those of `patients`, Patient ids they may read)."""
     if not ctx.patient:
         return []
+    whose = ",".join(f"Patient/{i}" for i in (patients or [ctx.patient]))
     async with unit_of_work(get_engine(), write=False) as conn:
-        result = await FhirRepository(conn, ctx).search(res_type, [("patient", f"Patient/{ctx.patient}"), *params])
+        result = await FhirRepository(conn, ctx).search(res_type, [("patient", whose), *params])
         return [s.resource for s in result.matches]
+
+
+async def _family_records(conn, repo: FhirRepository, ctx: AuthContext) -> dict[str, dict]:
+    """Patient id → Patient of the family members the signed-in patient is the guardian of
+    (`identity.care.wards`: what the access policy lets them read)."""
+    from yiyun.identity.care import wards
+
+    ids = sorted({r.patient for r in await conn.execute(wards(ctx.tenant, ctx.patient).select())} - {ctx.patient})
+    found = await repo.current_many([("Patient", i) for i in ids]) if ids else {}
+    return {i: s.resource for (_, i), s in found.items() if not s.deleted}
 
 
 @router.get("/patient/me")
@@ -577,24 +613,26 @@ async def patient_me(request: Request, ctx: AuthContext = Depends(patient_user))
     me = None
     family: list[dict] = []
     if ctx.patient:
-        from yiyun.identity.care import wards
-
         async with unit_of_work(get_engine(), write=False) as conn:
             repo = FhirRepository(conn, ctx)
             me = (await repo.read("Patient", ctx.patient)).resource
-            ids = sorted({r.patient for r in await conn.execute(wards(ctx.tenant, ctx.patient).select())})
-            found = await repo.current_many([("Patient", i) for i in ids]) if ids else {}
-            family = [{"id": i, "name": consult_service.display_name(s.resource), "gender": s.resource.get("gender"),
-                       "birth": s.resource.get("birthDate")} for (_, i), s in found.items() if not s.deleted]
+            found = await _family_records(conn, repo, ctx)
+            family = [{"id": i, "name": consult_service.display_name(r), "gender": r.get("gender"),
+                       "birth": r.get("birthDate")} for i, r in found.items()]
     return page(request, "hospital/patient_me.html", tab="me", me=me, name=consult_service.display_name(me) if me else
                 (ctx.display_name or ""), family=family)
 
 
 @router.get("/patient/records")
 async def patient_records(request: Request, ctx: AuthContext = Depends(patient_user)):
-    encounters = await _patient_repo_search(ctx, "Encounter", [("_sort", "-date"), ("_count", "50")])
-    conditions = await _patient_repo_search(ctx, "Condition", [("_count", "100")])
-    impressions = await _patient_repo_search(ctx, "ClinicalImpression", [("_count", "100")])
+    family: dict[str, dict] = {}
+    if ctx.patient:  # the wards' visits too (a guardian's consultations for them among them)
+        async with unit_of_work(get_engine(), write=False) as conn:
+            family = await _family_records(conn, FhirRepository(conn, ctx), ctx)
+    whose = [ctx.patient, *sorted(family)] if ctx.patient else None
+    encounters = await _patient_repo_search(ctx, "Encounter", [("_sort", "-date"), ("_count", "50")], whose)
+    conditions = await _patient_repo_search(ctx, "Condition", [("_count", "100")], whose)
+    impressions = await _patient_repo_search(ctx, "ClinicalImpression", [("_count", "100")], whose)
     by_enc: dict[str, dict] = {}
     for cond in conditions:
         eid = ref_id(cond.get("encounter"), "Encounter")
@@ -606,7 +644,9 @@ async def patient_records(request: Request, ctx: AuthContext = Depends(patient_u
     visits = []
     for e in encounters:
         extra = by_enc.get(e.get("id"), {})
+        ward = family.get(ref_id(e.get("subject"), "Patient") or "")
         visits.append({"id": e.get("id"), "start": (e.get("period") or {}).get("start"), "status": e.get("status"),
+                       "ward_name": consult_service.display_name(ward) if ward else None,
                        "online": (e.get("class") or {}).get("code") == "VR",
                        "types": [t.get("text") for t in e.get("type") or [] if t.get("text")],
                        "reason": ", ".join(r.get("text") or "" for r in e.get("reasonCode") or []),

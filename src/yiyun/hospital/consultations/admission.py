@@ -4,7 +4,9 @@
   name (《互联网诊疗管理办法（试行）》2018 第十八条 and 《互联网诊疗监管细则（试行）》2022
   第十五条, as cited by `yiyun.identity.verification`). A patient whose account has not passed real-name verification
   (`yiyun.identity.verification`) is refused with code `real-name-required` and sent to
-  `/me/real-name`.
+  `/me/real-name`. It is the account acting that must be verified: a guardian who starts
+  a consultation for their ward (`wards`) from their own account is identified by their
+  own real name (监护人实名), the ward's record being the consultation's patient.
 - Children under 6: online care for a child under six needs the child's guardian and a
   qualified doctor with the child (《互联网诊疗管理办法（试行）》2018 第十七条: 确认患儿有
   监护人和相关专业医师陪伴). The guardian confirms on the pre-consultation form that they

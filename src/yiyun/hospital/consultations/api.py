@@ -30,19 +30,20 @@ def _party(ctx: AuthContext) -> service.Party:
 
 @router.post("", status_code=201)
 async def start(body: StartConsultation, ctx: AuthContext = Depends(require_subject)):
-    """Start a 图文问诊 (text) or 视频问诊 (video) with a doctor, a department or for a booking.
-    403 `real-name-required` until the patient is verified by real name (/me/real-name);
-    422 `guardian-required` for a child under 6 without `form.guardian_accompanies`."""
+    """Start a 图文问诊 (text) or 视频问诊 (video) with a doctor, a department or for a booking,
+    for the caller or their ward (`patient`). 403 `real-name-required` until the caller is
+    verified by real name (/me/real-name); 403 `not-guardian` for a patient who is not the
+    caller's ward; 422 `guardian-required` for a child under 6 without `form.guardian_accompanies`."""
     async with open_work(_party(ctx)) as work:
         out = await service.start_consultation(
             work, mode=body.mode, doctor=body.doctor, department=body.department, appointment=body.appointment,
-            form=body.form.model_dump())
+            form=body.form.model_dump(), patient=body.patient)
     return JSONResponse(out, status_code=200 if out.get("existing") else 201)
 
 
 @router.get("")
 async def mine(state: list[str] = Query(default=[]), ctx: AuthContext = Depends(require_subject)):
-    """The caller's consultations (a patient's own; a doctor's assigned), newest first."""
+    """The caller's consultations (a patient's own and their wards'; a doctor's assigned), newest first."""
     async with open_work(_party(ctx), write=False) as work:
         return {"consultations": await service.my_consultations(work, states=tuple(state))}
 
@@ -212,6 +213,11 @@ async def save_record(cid: str, body: VisitRecordIn, ctx: AuthContext = Depends(
 async def get_record(cid: str, ctx: AuthContext = Depends(require_subject)):
     async with open_work(_party(ctx), write=False) as work:
         return await records.visit_record(work, cid)
+
+
+@socket_router.websocket("/api/consultations/queue/ws")  # before {cid}/ws, which would take "queue"
+async def queue_socket(websocket: WebSocket):
+    await chat.queue_socket(websocket)
 
 
 @socket_router.websocket("/api/consultations/{cid}/ws")

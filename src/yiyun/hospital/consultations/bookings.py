@@ -11,6 +11,11 @@ The other way round (`booking_changed`, a write hook on Appointment): a booking 
 or marked no-show while its consultation still waits cancels that consultation, so no
 doctor accepts a visit nobody booked any more; while the consultation is in progress the
 booking cannot leave the active states except by the consultation ending (fulfilled).
+Both sides learn it at once: once the booking's unit of work has committed, whoever opened
+it (the booking API, a page, the no-show job, a FHIR write), the consultation's channel
+carries the note and a `state` frame (`cancelled`, with `reason` and `cause`) and the
+queue channel drops it from the doctors' queues (`core.db.after_commit`).
+
 A consultation the patient cancels while it waits leaves the booking as it was: the
 patient may start it again, or cancel the booking under the hospital's cancellation
 cut-off (`yiyun.hospital.booking`), which a withdrawn consultation must not bypass.
@@ -20,15 +25,21 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
+from yiyun.core.db import after_commit
 from yiyun.core.errors import Conflict
+from yiyun.core.logging import get_logger
 from yiyun.fhir.model import RequestContext, instant_from_us, now_us
 from yiyun.fhir.repository import FhirRepository, PlannedWrite
 from yiyun.hospital import booking
 from yiyun.hospital.codes import ACTIVE_STATUSES
 from yiyun.hospital.consultation_models import consult_session
 
+log = get_logger("yiyun.consultation.bookings")
+
 ARRIVES_FROM = ("proposed", "pending", "booked", "checked-in")
 STATUS_NAMES = {"cancelled": "取消", "noshow": "登记为爽约", "entered-in-error": "作废", "deleted": "删除"}
+# `cause` of the state frame, for pages that word it themselves
+CAUSES = {"cancelled": "booking-cancelled", "noshow": "booking-noshow"}
 
 
 def _hospital_repo(work) -> FhirRepository:
@@ -106,6 +117,25 @@ async def _cancel_waiting(repo: FhirRepository, row, status: str) -> None:
     await writer.update("Encounter", row.id, enc)
     note = f"预约已{STATUS_NAMES.get(status, '变更')}，本次问诊随之取消"
     await service._system_message(work, row.id, note, kind="note", allow_closed=True)
+    service._publish_state(work, await service._row(work, row.id), reason=note,
+                           cause=CAUSES.get(status, "booking-changed"))
+    work.outbox.append((service.queue_channel(row.tenant), {"type": "queue", "consultation": row.id,
+                                                             "state": "cancelled"}))
+    _announce_after_commit(repo, work.outbox)
+
+
+def _announce_after_commit(repo: FhirRepository, outbox: list[tuple[str, dict]]) -> None:
+    """The frames go out once the booking's change is committed (never for a rollback)."""
+    from yiyun.core.realtime import get_broker
+
+    async def publish() -> None:
+        broker = get_broker()
+        for ch, frame in outbox:
+            await broker.publish(ch, frame)
+
+    if not after_commit(repo.conn, publish):
+        # a unit of work not opened by `unit_of_work`: the parties see it on their next load
+        log.info("consultation_cancel_not_announced", consultations=[f["consultation"] for _, f in outbox])
 
 
 def register() -> None:

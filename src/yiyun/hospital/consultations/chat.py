@@ -18,6 +18,14 @@ server → client
   offer|answer|ice|join|hangup (from the other party)
   error {status, detail, client_id?, for}
 
+A consultation cancelled because its booking was cancelled or marked no-show
+(`bookings`) is announced like any other change: the system note, then
+`state {state: "cancelled", reason, cause: booking-cancelled | booking-noshow}`.
+
+`GET /api/consultations/queue/ws` (doctors): the hospital's queue changes as they happen,
+`queue {consultation, state}` (waiting: a new one; active: accepted; cancelled or ended:
+gone), so the doctor's queue page updates without reloading. Frames carry ids only.
+
 On connect the server replays the messages after `since`, then streams. Messages are
 fanned out through `yiyun.core.realtime` (Redis pub/sub when configured), so the two
 parties may be connected to different server processes. A closed consultation refuses
@@ -152,6 +160,9 @@ async def _hello_and_replay(conn: Connection, since: int) -> None:
 async def _pump(conn: Connection, sub) -> None:
     try:
         async for frame in sub:
+            if frame.get("type") == "state" and frame.get("state") == "cancelled" and conn.relation == "candidate":
+                # a department colleague looking at it learns why it went, before losing access
+                await conn.send(frame)
             if frame.get("type") == "state" and conn.relation != "patient":
                 await _recheck(conn)
                 if conn.closed:
@@ -249,3 +260,45 @@ async def _relay(conn: Connection, frame: dict) -> None:
         raise service.Conflict("视频通话已结束 (the call has ended)")
     out = signalling.relay_frame(frame, relation, conn.cid)
     await get_broker().publish(service.channel(conn.party.tenant, conn.cid), out)
+
+
+async def queue_socket(websocket: WebSocket) -> None:
+    """The doctor's queue socket: forwards the queue channel's frames (ids and states only)."""
+    try:
+        ctx = await websocket_context(websocket)
+    except WebSocketUnauthorized:
+        return
+    await websocket.accept()
+    try:
+        party = party_of(ctx)
+        if party.role != "doctor":
+            raise service.Forbidden("只有医生可以订阅候诊队列 (the queue is for doctors)")
+    except YiyunError as exc:
+        await websocket.send_text(orjson.dumps({"type": "error", "status": exc.status, "detail": exc.message}).decode())
+        await websocket.close(code=WS_FORBIDDEN)
+        return
+    async with get_broker().subscribe(service.queue_channel(party.tenant)) as sub:
+        await websocket.send_text(orjson.dumps({"type": "hello", "role": "doctor"}).decode())
+        pump = asyncio.create_task(_forward_queue(websocket, sub))
+        try:
+            while True:
+                raw = await websocket.receive_text()
+                with contextlib.suppress(ValueError):
+                    if len(raw) < 100 and orjson.loads(raw) == {"type": "ping"}:
+                        await websocket.send_text('{"type":"pong"}')
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            pump.cancel()
+            with contextlib.suppress(BaseException):
+                await pump
+
+
+async def _forward_queue(websocket: WebSocket, sub) -> None:
+    try:
+        async for frame in sub:
+            if frame.get("type") == "queue":
+                await websocket.send_text(orjson.dumps(frame).decode())
+        await websocket.close(code=WS_TRY_AGAIN)  # cut off: the page reconnects and re-reads the queue
+    except (WebSocketDisconnect, RuntimeError):
+        pass

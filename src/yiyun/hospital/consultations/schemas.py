@@ -29,6 +29,8 @@ class StartConsultation(_Body):
     department: str | None = Field(default=None, max_length=130,
                                    description="Organization/<id> or HealthcareService/<id>: first available doctor")
     appointment: str | None = Field(default=None, max_length=130, description="Appointment/<id> of a booking")
+    patient: str | None = Field(default=None, max_length=130,
+                                description="Patient/<id> the consultation is for: the caller (default) or their ward")
     form: PreConsultationForm = Field(default_factory=PreConsultationForm)
 
 

@@ -10,9 +10,10 @@ so the whole online encounter is kept with the record (《互联网诊疗监管�
 audio and video ≥ 3 years).
 
 Who may do what is decided here, by the consultation (`Party` + `_authorise`): its
-patient; the doctor it is assigned to; any doctor of its department while it waits for
-"first available". Anyone else gets 404, exactly as for a consultation that does not
-exist, so ids leak nothing.
+patient, and their guardian (`wards`: a parent for a child, an adult child for a parent
+under their guardianship), both on the patient's side; the doctor it is assigned to; any
+doctor of its department while it waits for "first available". Anyone else gets 404,
+exactly as for a consultation that does not exist, so ids leak nothing.
 
 Every function takes a `Work` (one unit of work: connection, repository, caller) and
 queues the real-time frames it causes in `work.outbox`; `open_work` publishes them only
@@ -40,7 +41,7 @@ from yiyun.core.realtime import get_broker
 from yiyun.fhir.model import RequestContext, instant_from_us, now_us
 from yiyun.fhir.repository import FhirRepository
 from yiyun.hospital.consultation_models import consult_call, consult_message, consult_session
-from yiyun.hospital.consultations import admission, bookings
+from yiyun.hospital.consultations import admission, bookings, wards
 
 BASE = "https://yiyun.example.cn/fhir"
 CS = f"{BASE}/CodeSystem"
@@ -110,6 +111,8 @@ class Work:
     party: Party
     outbox: list[tuple[str, dict]] = field(default_factory=list)
     _departments: set[str] | None = None
+    _wards: frozenset[str] | None = None  # a patient's wards by Patient.link (`wards.listed_wards`)
+    _acts_for: dict[str, bool] = field(default_factory=dict)  # patient id → may consult for them
 
     def publish(self, cid: str, frame: dict) -> None:
         self.outbox.append((channel(self.party.tenant, cid), frame))
@@ -268,13 +271,14 @@ def _not_found(cid: str) -> NotFound:
 
 
 async def _authorise(work: Work, row, cid: str) -> str:
-    """How the caller relates to the consultation: "patient", "doctor" (assigned) or
-    "candidate" (a doctor of the department while it waits); 404 for anyone else."""
+    """How the caller relates to the consultation: "patient" (the patient or, today, their
+    guardian), "doctor" (assigned) or "candidate" (a doctor of the department while it
+    waits); 404 for anyone else."""
     party = work.party
     if row is None:
         raise _not_found(cid)
     if party.role == "patient":
-        if row.patient_id == party.id:
+        if await wards.may_consult_for(work, row.patient_id):
             return "patient"
         raise _not_found(cid)
     if row.doctor_id == party.id:
@@ -311,10 +315,12 @@ async def start_consultation(
     department: str | None = None,
     appointment: str | None = None,
     form: dict | None = None,
+    patient: str | None = None,
 ) -> dict:
     """A patient asks for a consultation with a doctor, a department ("first available"),
-    or for a booked Appointment. Returns the consultation's summary. The patient must be
-    verified by real name, and a child under six accompanied by the guardian (`admission`)."""
+    or for a booked Appointment, for themselves or for their ward (`patient`; a ward's
+    booking names the ward). Returns the consultation's summary. The account acting must
+    be verified by real name, and a child under six accompanied by the guardian (`admission`)."""
     party, repo = work.party, work.repo
     if party.role != "patient":
         raise Forbidden("只有患者可以发起问诊 (only patients start consultations)")
@@ -323,12 +329,16 @@ async def start_consultation(
     doctor = normalise_ref(doctor, ("Practitioner",), "医生")
     department = normalise_ref(department, ("Organization", "HealthcareService"), "科室")
     appointment = normalise_ref(appointment, ("Appointment",), "预约")
+    subject_ref = normalise_ref(patient, ("Patient",), "就诊人")
     await admission.require_real_name(work.conn, party.tenant, party.id, account=party.account)
-    patient = await _must_exist(repo, party.ref, "患者")
+    appt = await _own_appointment(work, appointment, subject_ref) if appointment else None
+    subject_ref = subject_ref or (_appointment_patient(appt) if appt else None) or party.ref
+    subject_id = subject_ref.split("/", 1)[1]
+    await wards.require_guardian_of(work, subject_id)
+    subject = await _must_exist(repo, subject_ref, "就诊人")
     form = dict(form or {})
-    form["guardian_accompanies"] = admission.require_guardian(patient, bool(form.get("guardian_accompanies")))
-    if appointment:
-        appt = await _own_appointment(repo, appointment, party)
+    form["guardian_accompanies"] = admission.require_guardian(subject, bool(form.get("guardian_accompanies")))
+    if appt is not None:
         existing = await _consultation_of_appointment(work, appointment.split("/", 1)[1])
         if existing is not None:  # a second tap on "start": the booking's consultation, not another
             return {**summary(existing), "existing": True}
@@ -346,7 +356,7 @@ async def start_consultation(
         "status": "planned",
         "class": coding(ACT_CODE, "VR", "virtual"),
         "type": [{"coding": [coding(MODE_SYSTEM, mode, MODES[mode])], "text": MODES[mode]}],
-        "subject": ref(party.ref, display_name(patient)),
+        "subject": ref(subject_ref, display_name(subject)),
         "period": {"start": instant_from_us(ts)},
     }
     if doctor:
@@ -361,10 +371,13 @@ async def start_consultation(
     enc = (await repo.create(encounter)).stored
     cid = enc.res_id
     form_id = None
-    if form["guardian_accompanies"] or any((form.get(k.replace("-", "_")) or "").strip() for k, _ in FORM_FIELDS):
-        form_id = (await repo.create(_form_resource(cid, party, form, ts))).stored.res_id
+    started_by = party.id if subject_id != party.id else None
+    if started_by or form["guardian_accompanies"] or any((form.get(k.replace("-", "_")) or "").strip()
+                                                        for k, _ in FORM_FIELDS):
+        form_id = (await repo.create(_form_resource(cid, party, subject_ref, form, ts))).stored.res_id
     await work.conn.execute(insert(consult_session).values(
-        tenant=party.tenant, id=cid, patient_id=party.id, doctor_id=doctor.split("/", 1)[1] if doctor else None,
+        tenant=party.tenant, id=cid, patient_id=subject_id, started_by=started_by,
+        doctor_id=doctor.split("/", 1)[1] if doctor else None,
         department=department, mode=mode, state="waiting", appointment_id=appointment.split("/", 1)[1]
         if appointment else None, form_id=form_id, record_id=None, created_us=ts, accepted_us=None, ended_us=None,
         last_seq=0, patient_read_seq=0, doctor_read_seq=0,
@@ -383,13 +396,21 @@ async def _consultation_of_appointment(work: Work, appointment_id: str):
         c.tenant == work.party.tenant, c.appointment_id == appointment_id, c.state != "cancelled"))).first()
 
 
-async def _own_appointment(repo, appointment: str, party: Party) -> dict:
-    appt = await _must_exist(repo, appointment, "预约")
-    actors = [(p.get("actor") or {}).get("reference", "") for p in appt.get("participant") or []]
-    if party.ref not in actors:
+async def _own_appointment(work: Work, appointment: str, subject_ref: str | None) -> dict:
+    """The booking, when it is the caller's own or their ward's (and the consultation's
+    patient's, when one is named)."""
+    appt = await _must_exist(work.repo, appointment, "预约")
+    booked_for = _appointment_patient(appt)
+    if booked_for is None or (subject_ref and booked_for != subject_ref) \
+            or not await wards.may_consult_for(work, booked_for.split("/", 1)[1]):
         # another patient's booking is not found, as if it did not exist
         raise NotFound(f"预约不存在: {appointment} (appointment not found)")
     return appt
+
+
+def _appointment_patient(appt: dict) -> str | None:
+    return next((a for a in ((p.get("actor") or {}).get("reference", "") for p in appt.get("participant") or [])
+                 if a.startswith("Patient/")), None)
 
 
 async def _from_appointment(repo, appt: dict, doctor, department):
@@ -416,7 +437,9 @@ def _attender(doctor_ref: str, name: str | None, start_us: int | None = None) ->
     return out
 
 
-def _form_resource(cid: str, party: Party, form: dict, ts: int) -> dict:
+def _form_resource(cid: str, party: Party, subject_ref: str, form: dict, ts: int) -> dict:
+    """The form is about the patient and written by whoever started the consultation: the
+    patient, or their guardian (author and source)."""
     items = []
     for link_id, question in FORM_FIELDS:
         value = (form.get(link_id.replace("-", "_")) or "").strip()
@@ -428,7 +451,7 @@ def _form_resource(cid: str, party: Party, form: dict, ts: int) -> dict:
         "resourceType": "QuestionnaireResponse",
         "questionnaire": FORM_URL,
         "status": "completed",
-        "subject": ref(party.ref),
+        "subject": ref(subject_ref),
         "encounter": ref(f"Encounter/{cid}"),
         "authored": instant_from_us(ts),
         "author": ref(party.ref),
@@ -464,6 +487,7 @@ def summary(row) -> dict:
         "mode": row.mode,
         "state": row.state,
         "patient": f"Patient/{row.patient_id}",
+        "started_by": f"Patient/{row.started_by}" if row.started_by else None,
         "doctor": f"Practitioner/{row.doctor_id}" if row.doctor_id else None,
         "department": row.department,
         "appointment": f"Appointment/{row.appointment_id}" if row.appointment_id else None,
@@ -482,6 +506,8 @@ async def consultation_detail(work: Work, cid: str) -> dict:
     """What both sides see first: the state, the parties and the pre-consultation form."""
     row, relation = await load(work, cid)
     keys = [("Patient", row.patient_id)]
+    if row.started_by:
+        keys.append(("Patient", row.started_by))
     if row.doctor_id:
         keys.append(("Practitioner", row.doctor_id))
     if row.form_id:
@@ -492,15 +518,34 @@ async def consultation_detail(work: Work, cid: str) -> dict:
     patient = _res(found, "Patient", row.patient_id)
     out["patient_name"] = display_name(patient)
     out["patient_birth_date"] = (patient or {}).get("birthDate")
+    out["started_by_name"] = display_name(_res(found, "Patient", row.started_by)) if row.started_by else None
+    # the caller sees it as their ward's (a guardian), not their own
+    out["for_ward"] = relation == "patient" and row.patient_id != work.party.id
     out["doctor_name"] = display_name(_res(found, "Practitioner", row.doctor_id)) if row.doctor_id else None
     out["form"] = form_answers(_res(found, "QuestionnaireResponse", row.form_id)) if row.form_id else form_answers(None)
     out.update(child_flags(patient, out["form"]))
+    out["cancel_reason"] = await _cancel_reason(work, row) if row.state == "cancelled" else None
     calls = await work.conn.execute(
         select(consult_call).where(consult_call.c.tenant == row.tenant, consult_call.c.consultation_id == cid)
         .order_by(consult_call.c.started_us)
     )
     out["calls"] = [call_view(c) for c in calls]
     return out
+
+
+async def _cancel_reason(work: Work, row) -> str | None:
+    """Why a consultation was cancelled: the system note written when it was (the patient
+    withdrew it, or its booking was cancelled or marked no-show)."""
+    m = consult_message.c
+    last = (await work.conn.execute(select(consult_message).where(
+        m.tenant == row.tenant, m.consultation_id == row.id, m.sender_role == "system", m.kind == "note")
+        .order_by(m.seq.desc()).limit(1))).first()
+    if last is None:
+        return None
+    stored = (await fetch_many(work.repo, [("Communication", last.communication_id)])).get(
+        ("Communication", last.communication_id))
+    payload = (stored.resource.get("payload") or [{}])[0] if stored is not None and not stored.deleted else {}
+    return payload.get("contentString")
 
 
 def child_flags(patient: dict | None, form: dict) -> dict:
@@ -530,13 +575,20 @@ def call_view(c) -> dict:
 
 
 async def my_consultations(work: Work, *, states: tuple[str, ...] = ()) -> list[dict]:
-    """The caller's own consultations, newest first (a patient's, or a doctor's assigned ones)."""
-    col = consult_session.c.patient_id if work.party.role == "patient" else consult_session.c.doctor_id
-    stmt = select(consult_session).where(consult_session.c.tenant == work.party.tenant, col == work.party.id)
+    """The caller's consultations, newest first: a patient's own and their wards' (those of
+    the wards /patient/me lists and those the caller started for a ward, while the
+    guardianship lasts); a doctor's assigned ones."""
+    c = consult_session.c
+    if work.party.role == "patient":
+        listed = await wards.listed_wards(work)
+        whose = or_(c.patient_id.in_([work.party.id, *sorted(listed)]), c.started_by == work.party.id)
+    else:
+        whose = c.doctor_id == work.party.id
+    stmt = select(consult_session).where(c.tenant == work.party.tenant, whose)
     if states:
-        stmt = stmt.where(consult_session.c.state.in_(states))
-    rows = await work.conn.execute(stmt.order_by(consult_session.c.created_us.desc()).limit(200))
-    return [summary(r) for r in rows]
+        stmt = stmt.where(c.state.in_(states))
+    rows = await work.conn.execute(stmt.order_by(c.created_us.desc()).limit(200))
+    return [summary(r) for r in rows if work.party.role != "patient" or await wards.may_consult_for(work, r.patient_id)]
 
 
 async def doctor_queue(work: Work) -> dict:
@@ -855,8 +907,8 @@ async def _append(work: Work, row, sender_role: str, kind: str, *, text: str | N
     patient_ref = f"Patient/{row.patient_id}"
     if sender_role == "system":
         sender, recipients = None, [patient_ref] + ([f"Practitioner/{row.doctor_id}"] if row.doctor_id else [])
-    elif sender_role == "patient":
-        sender = patient_ref
+    elif sender_role == "patient":  # the patient, or their guardian in their own name
+        sender = work.party.ref
         recipients = [f"Practitioner/{row.doctor_id}"] if row.doctor_id else ([row.department] if row.department else [])
     else:
         sender, recipients = work.party.ref, [patient_ref]

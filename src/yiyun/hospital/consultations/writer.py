@@ -190,15 +190,16 @@ async def _relation(work: Work, party: Party, row, cid: str) -> str:
         return "patient"
     if row is not None and party.role == "doctor" and row.doctor_id == party.id:
         return "doctor"
-    # the uncommon cases (a waiting consultation's candidate, or none of these) decided in full
+    # the uncommon cases (a ward's guardian, a waiting consultation's candidate, or none of
+    # these) decided in full
     sub = Work(work.conn, work.repo, party)
     return await service._authorise(sub, row, cid)
 
 
 def _communication(row, relation: str, party: Party, seq: int, text: str, ts: int) -> dict:
     patient_ref = f"Patient/{row.patient_id}"
-    if relation == "patient":
-        sender = patient_ref
+    if relation == "patient":  # the patient, or their guardian in their own name
+        sender = party.ref
         recipients = [f"Practitioner/{row.doctor_id}"] if row.doctor_id else ([row.department] if row.department else [])
     else:
         sender, recipients = party.ref, [patient_ref]

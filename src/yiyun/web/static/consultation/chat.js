@@ -57,6 +57,7 @@
     ".yc-mine{align-self:flex-end;background:#d8f0ea}.yc-system{align-self:center;background:none;color:#5b6b75;font-size:12px}" +
     ".yc-msg img{max-width:100%;border-radius:6px;display:block}.yc-meta{font-size:11px;color:#5b6b75;margin-top:2px}" +
     ".yc-typing{font-size:12px;color:#5b6b75;padding:0 10px;min-height:16px}.yc-bar{display:flex;gap:6px;padding:8px;border-top:1px solid #e3e9ec}" +
+    ".yc[data-state=cancelled] .yc-bar{display:none}" +
     ".yc-bar input[type=text]{flex:1;padding:8px;font-size:16px}.yc-bar button{padding:8px 12px}.yc-error{color:#b3261e;font-size:12px;padding:0 10px}";
 
   function mount(container, consultationId, options) {
