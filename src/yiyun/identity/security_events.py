@@ -47,6 +47,7 @@ from yiyun.core.db import unit_of_work
 from yiyun.core.errors import BadRequest, Forbidden, NotFound
 from yiyun.core.logging import get_logger
 from yiyun.fhir.model import now_us
+from yiyun.identity import security_alerts
 from yiyun.identity.audit_tables import audit_chain_head, audit_log
 from yiyun.identity.security_tables import security_event, security_policy, security_scan_state
 
@@ -188,6 +189,8 @@ class ScanReport:
     raised: int = 0
     repeated: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+    # events raised by this scan, for the alerts sent once their transaction has committed
+    new_events: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"tenants": self.tenants, "scanned": self.scanned, "raised": self.raised, "repeated": self.repeated,
@@ -452,6 +455,7 @@ async def _record(conn, tenant: str, triggers: list[Trigger], policy: dict, repo
             current[(t.kind, t.subject)] = ev
         changed[ev["id"]] = ev
         created.add(ev["id"])
+        report.new_events.append(ev)
         report.raised += 1
         report.by_kind[t.kind] = report.by_kind.get(t.kind, 0) + 1
         log.warning("security_event", tenant=tenant, kind=t.kind, subject=t.subject, seq=t.seq,
@@ -527,9 +531,12 @@ async def scan(engine: AsyncEngine, *, tenant: str | None = None, chunk: int = 5
     for t in tenants:
         report.tenants += 1
         while True:
+            raised_before = len(report.new_events)
             async with unit_of_work(engine, write=True) as conn:
                 scanned_before = report.scanned
                 await scan_tenant(conn, t, chunk=chunk, report=report)
+            # committed: now the privacy officers may be told (published messages cannot be taken back)
+            await security_alerts.notify(engine, t, report.new_events[raised_before:])
             if report.scanned - scanned_before < chunk:
                 break
     return report
