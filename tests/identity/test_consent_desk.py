@@ -152,5 +152,5 @@ async def test_the_desk_page_records_a_form_and_the_patient_page_shows_it(c, reg
     assert done.status_code == 303, done.text
     c.cookies.set("yiyun_session", pat_cookie)
     mine = await c.get("/me/consent")
-    assert 'data-by="desk"' in mine.text and "钱登记" in mine.text and "/api/consent/forms/" in mine.text
+    assert 'data-by="desk"' in mine.text and "由 钱登记 在窗口登记" in mine.text and "/api/consent/forms/" in mine.text
     c.cookies.clear()

@@ -157,3 +157,26 @@ async def test_an_adult_wards_own_choice_stands_against_the_guardian(c, family):
     # the other kind, which he never decided himself, the guardian still manages
     assert (await c.post("/api/consent", json={"kind": "regional-sharing", "ward": f["child"]["id"]},
                          headers=mother)).status_code == 201
+
+
+async def test_the_consent_page_shows_the_wards_and_the_guardian_grants_there(c, family, engine):
+    from yiyun.core.db import unit_of_work
+    from yiyun.identity.accounts import create_patient_account
+    from yiyun.identity.sessions import open_session
+
+    f = family
+    async with unit_of_work(engine) as conn:
+        acct = await create_patient_account(conn, f"138{uuid.uuid4().int % 10**8:08d}", "周母", tenant=f["a"],
+                                            fhir_ref=f"Patient/{f['mother']}")
+        cookie, csrf = await open_session(conn, acct.id, f["a"])
+    c.cookies.set("yiyun_session", cookie)
+    page = await c.get("/me/consent")
+    assert page.status_code == 200 and "周子 的授权（您是监护人）" in page.text
+    assert f'id="consent-regional-sharing-{f["child"]["id"]}"' in page.text
+    done = await c.post("/me/consent", data={"kind": "regional-sharing", "action": "grant", "ward": f["child"]["id"],
+                                             "csrf_token": csrf})
+    assert done.status_code == 303
+    page = await c.get("/me/consent?done=granted")
+    assert "由 周母（监护人） 代为授权。" in page.text
+    c.cookies.clear()
+    assert await shared_with_li(c, f) == [f["b"]]
