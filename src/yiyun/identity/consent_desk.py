@@ -92,9 +92,19 @@ async def record(ctx: AuthContext, patient_id: str, kind: str, action: str, data
         change = consents.grant if action == "grant" else consents.revoke
         written = await change(engine, ctx, patient_id, kind, given_by)
     except BaseException:
-        await consent_forms.discard(form)
+        # the patient's own hospital is written first: if its Consent does not name the
+        # form, nothing does, and the file goes; otherwise it stays with its record
+        if not await _form_named(ctx.tenant, patient_id, form.attachment["url"]):
+            await consent_forms.discard(form)
         raise
     return DeskResult(patient_id, kind, action, written, form.attachment)
+
+
+async def _form_named(tenant: str, patient_id: str, url: str) -> bool:
+    async with unit_of_work(get_engine(), write=False) as conn:
+        found = await FhirRepository(conn, RequestContext(tenant=tenant)).search(
+            "Consent", [("patient", f"Patient/{patient_id}"), ("_count", "200")])
+    return any(consent_forms.names_form(s.resource, url) for s in found.matches)
 
 
 async def upload(request: Request) -> tuple[dict, bytes, str | None]:
