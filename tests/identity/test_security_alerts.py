@@ -133,3 +133,42 @@ async def test_unread_count_until_the_officer_opens_the_events_page(app, c, engi
     await add(engine, [break_glass(t)])
     await scan(engine, tenant=t)
     assert (await c.get("/api/security/alerts", headers=officer)).json() == {"unread": 1}
+
+
+async def test_a_signed_in_officer_gets_the_alert_live_from_another_process(monkeypatch, engine, hospital):
+    """The scan runs here, the officer's socket is on a real server process: the alert
+    crosses through Redis. With CI=true an unreachable Redis fails this test."""
+    import asyncio
+    import json
+    import os
+
+    import pytest
+    import websockets
+
+    from tests.conftest import auth_headers, running_server
+    from tests.hospital.test_consultation_ws import redis_url, token
+    from yiyun.core.realtime import close_brokers
+    from yiyun.core.settings import get_settings
+
+    t = hospital["tenant"]
+    monkeypatch.setenv("YIYUN_REDIS_URL", redis_url())
+    get_settings.cache_clear()
+    officer = auth_headers(t, "user/*.read", roles=("privacy-officer",), subject=hospital["ids"]["po2"])
+    doctor = auth_headers(t, "user/*.read", roles=("doctor",), subject="staff:li")
+    try:
+        with running_server({**os.environ, "YIYUN_LOG_LEVEL": "WARNING"}) as base:
+            socket = base.replace("http://", "ws://") + "/ws/security-alerts?access_token="
+            async with websockets.connect(socket + token(doctor)) as ws:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 5)
+                assert closed.value.rcvd.code == 4403
+            async with websockets.connect(socket + token(officer)) as ws:
+                assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "hello", "unread": 0}
+                await add(engine, [break_glass(t)])
+                await scan(engine, tenant=t)
+                alert = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert alert["type"] == "security-events" and alert["unread"] == 1
+                assert [e["kind"] for e in alert["events"]] == ["break-glass"]
+    finally:
+        await close_brokers()
+        get_settings.cache_clear()
