@@ -28,10 +28,12 @@
     ws.onopen = function () { delay = 1000; };
     ws.onmessage = function (event) {
       var msg = JSON.parse(event.data);
+      if (msg.type === "hello") badge.dataset.live = "on";
       if (typeof msg.unread === "number") show(msg.unread);
       if (msg.type === "security-events") toast(badge.dataset.toast);
     };
     ws.onclose = function (event) {
+      badge.dataset.live = "off";
       if (event.code === 4401 || event.code === 4403) return;  // signed out, or not an officer
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 60000);
