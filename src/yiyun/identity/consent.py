@@ -10,7 +10,10 @@ patient's record:
   the code the policy looks for;
 - `policyRule` v3-ActCode OPTIN (the patient opted in; ppc-1 needs a policy or rule);
 - `provision.type` permit, `provision.purpose` v3-ActReason TREAT (sharing for treatment)
-  or HRESCH (health research), `provision.period.start` the time of the grant.
+  or HRESCH (health research), `provision.period.start` the time of the grant;
+- `performer` who consented: the patient, or a guardian's RelatedPerson (also the
+  `verification`; `consent_guardians`); a form signed on paper at the desk is the
+  `sourceAttachment`, the staff member who recorded it an extension (`consent_desk`).
 
 The same person in other tenants is matched by the resident ID number
 (`urn:oid:2.16.156.10011.1.3`); granting or revoking on the patient's own page writes the

@@ -5,8 +5,9 @@ patient does for themselves (`yiyun.identity.consent`), with the guardian record
 who consented. Who is whose guardian is decided by `yiyun.identity.care.wards` alone: a
 minor's guardianship ends at 18, an adult's (court-declared lack of capacity) does not.
 
-Legal basis: 《个人信息保护法》第三十一条 (a minor under 14: the guardian's consent) and
-第二十八条 (health information is sensitive: separate consent); 《民法典》第二十七条、第二十八条
+Legal basis: 《个人信息保护法》第三十一条 (a minor under 14: the guardian's consent),
+第二十八条 (health information is sensitive) and 第二十九条 (a separate consent for it);
+《民法典》第二十七条、第二十八条
 (who is a guardian), 第三十四条 (the guardian acts for the ward) and 第三十五条 (the guardian of
 an adult respects the ward's true will and lets them decide what they are able to). Hence:
 once the ward is an adult, a choice they made themselves (granting or withdrawing) stands
