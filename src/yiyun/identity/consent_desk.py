@@ -17,6 +17,7 @@ named; the patient sees it on /me/consent and may withdraw it there themselves.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
@@ -93,9 +94,11 @@ async def record(ctx: AuthContext, patient_id: str, kind: str, action: str, data
         written = await change(engine, ctx, patient_id, kind, given_by)
     except BaseException:
         # the patient's own hospital is written first: if its Consent does not name the
-        # form, nothing does, and the file goes; otherwise it stays with its record
-        if not await _form_named(ctx.tenant, patient_id, form.attachment["url"]):
-            await consent_forms.discard(form)
+        # form, nothing does, and the file goes; otherwise (or if that cannot be told now,
+        # the database being away) it stays with its record
+        with contextlib.suppress(Exception):
+            if not await _form_named(ctx.tenant, patient_id, form.attachment["url"]):
+                await consent_forms.discard(form)
         raise
     return DeskResult(patient_id, kind, action, written, form.attachment)
 
