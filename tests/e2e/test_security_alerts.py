@@ -79,7 +79,7 @@ def test_privacy_officer_sees_a_toast_and_the_badge_without_reloading(server, de
     assert raised.returncode == 0 and raised.stdout.strip().splitlines()[-1] == "1", raised.stderr
     toast = page.locator(".alert-toast")
     toast.wait_for(timeout=10_000)
-    assert "高风险安全事件" in toast.inner_text()
+    assert "需要您处理的安全事件" in toast.inner_text()
     assert badge.is_visible() and badge.locator(".count").inner_text() == "1"
     screenshot(page, "security-alert-toast")
     toast.click()

@@ -98,6 +98,9 @@ async def test_only_the_guardian_acts_for_the_ward(c, family):
     other = patient_token(f["a"], stranger["id"])
     r = await c.post("/api/consent", json={"kind": "regional-sharing", "ward": f["child"]["id"]}, headers=other)
     assert r.status_code == 403 and "监护人" in r.text
+    bad = await c.post("/api/consent", json={"kind": "research", "ward": {"id": f["child"]["id"]}},
+                       headers=patient_token(f["a"], f["mother"]))
+    assert bad.status_code == 400
     assert await shared_with_li(c, f) == []
     # a guardian's consent cannot be withdrawn through one's own id
     mother = patient_token(f["a"], f["mother"])

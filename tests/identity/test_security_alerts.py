@@ -172,3 +172,28 @@ async def test_a_signed_in_officer_gets_the_alert_live_from_another_process(monk
     finally:
         await close_brokers()
         get_settings.cache_clear()
+
+
+async def test_suspicious_access_alerts_and_each_tenant_chooses_what_alerts(engine, hospital):
+    import pytest
+
+    from yiyun.core.errors import BadRequest
+    from yiyun.core.realtime import get_broker
+    from yiyun.identity import security_alerts
+    from yiyun.identity.security_events import set_policy
+
+    t = hospital["tenant"]
+    async with get_broker().subscribe(security_alerts.channel(t)) as sub:
+        # one doctor opening 51 different patients' records within the hour
+        await add(engine, [AuditEntry(tenant=t, actor="staff:wu", role="doctor", action="read", resource_type="Patient",
+                                      resource_id=f"p{i}", patient=f"Patient/p{i}") for i in range(51)])
+        await scan(engine, tenant=t)
+        assert [e["kind"] for e in (await sub.get(timeout=2))["events"]] == ["many-patients"]
+        assert len(await texts_to(engine, hospital["phones"]["po1"])) == 1
+        async with unit_of_work(engine) as conn:
+            await set_policy(conn, t, {"alerts": {"kinds": []}}, by="po2")
+            with pytest.raises(BadRequest):
+                await set_policy(conn, t, {"alerts": {"kinds": ["everything"]}}, by="po2")
+        await add(engine, [break_glass(t)])
+        assert (await scan(engine, tenant=t)).raised == 1
+        assert await sub.get(timeout=0.3) is None

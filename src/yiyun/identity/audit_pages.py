@@ -176,8 +176,8 @@ async def security_alerts_unread(ctx: AuthContext = Depends(require_subject)) ->
 @router.websocket("/ws/security-alerts")
 async def security_alerts_socket(websocket: WebSocket) -> None:
     """Live alerts for a signed-in privacy officer: `{"type": "hello", "unread": n}`, then one
-    `{"type": "security-events", "events": [...], "unread": n}` per scan that raised a
-    high-severity event in the tenant. Others are closed with 4403."""
+    `{"type": "security-events", "events": [...], "unread": n}` per scan that raised an
+    event the tenant alerts on (`security_alerts`). Others are closed with 4403."""
     try:
         ctx = await websocket_context(websocket)
     except WebSocketUnauthorized:

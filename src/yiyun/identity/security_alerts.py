@@ -1,7 +1,9 @@
 """High-severity security events reach the tenant's privacy officers without polling.
 
-When a scan (`yiyun.identity.security_events.scan`) raises a high-severity event
-(break-glass, second-factor reset, …) and its transaction has committed:
+When a scan (`yiyun.identity.security_events.scan`) raises an event of a kind the tenant's
+security policy alerts on (`alerts.kinds`; by default the high-severity break-glass and
+second-factor reset, and many-patients, i.e. suspicious access) and its transaction has
+committed:
 
 - a message is published on the tenant's real-time channel `security-alerts:<tenant>`
   (`yiyun.core.realtime`); privacy officers' pages listen on `/ws/security-alerts` and show
@@ -44,15 +46,18 @@ def channel(tenant: str) -> str:
     return f"security-alerts:{tenant}"
 
 
-def alerting(events: list[dict]) -> list[dict]:
-    """The events that page someone."""
-    return [e for e in events if e.get("severity") in ALERT_SEVERITIES]
+def alerting(events: list[dict], kinds: list[str] | None = None) -> list[dict]:
+    """The events that page someone: those of the tenant's `alerts.kinds` (security policy),
+    or, without one, the high-severity ones."""
+    if kinds is None:
+        return [e for e in events if e.get("severity") in ALERT_SEVERITIES]
+    return [e for e in events if e.get("kind") in kinds]
 
 
-async def notify(engine: AsyncEngine, tenant: str, events: list[dict]) -> int:
+async def notify(engine: AsyncEngine, tenant: str, events: list[dict], kinds: list[str] | None = None) -> int:
     """Publish and text the tenant's privacy officers about `events` (already committed);
     returns the number of SMS sent. Never raises: the events are stored whatever happens here."""
-    events = alerting(events)
+    events = alerting(events, kinds)
     if not events:
         return 0
     await publish(tenant, events)
@@ -110,7 +115,7 @@ async def claim_sms(conn: AsyncConnection, tenant: str, account_id: str, now: in
 
 def sms_body(tenant_name: str, events: list[dict]) -> str:
     kinds = "、".join(dict.fromkeys(SMS_KIND_NAMES.get(e["kind"], e["kind"]) for e in events))
-    return f"【医云】{tenant_name}安全告警：{len(events)} 起高风险事件（{kinds}），请尽快登录医云查看“安全事件”并处理。"
+    return f"【医云】{tenant_name}安全告警：{len(events)} 起需要处理的安全事件（{kinds}），请尽快登录医云查看“安全事件”并处理。"
 
 
 async def text_officers(engine: AsyncEngine, tenant: str, events: list[dict]) -> int:

@@ -123,13 +123,15 @@ async def get_regional_records(patient_id: str, types: str | None = Query(None),
 
 
 # ------------------------------------------------------------------ consent
-async def _acting_for(ctx: AuthContext, ward: str | None, kind: str | None = None) -> tuple[str, consents.GivenBy]:
+async def _acting_for(ctx: AuthContext, ward: Any, kind: str | None = None) -> tuple[str, consents.GivenBy]:
     """Whose consent the caller manages: their own, or a ward's as guardian (403 unless the
     guardianship holds now; 409 when the adult ward's own choice about `kind` stands)."""
     patient = _own_patient(ctx)
-    if not ward:
+    if ward is None or ward == "":
         return patient, consents.SELF
-    ward = str(ward).strip()
+    if not isinstance(ward, str) or not 0 < len(ward.strip()) <= 64:
+        raise BadRequest("ward 应为被监护人的患者编号 (ward must be the ward's Patient id)")
+    ward = ward.strip()
     if ward == patient:
         return patient, consents.SELF
     guardian = await consent_guardians.guardian_for(get_engine(), ctx.tenant, patient, ward)
