@@ -1,5 +1,7 @@
 """Pages of the audit trail: the auditors' audit page (filters, paging, chain status, CSV),
-security events for privacy officers, and the patient's "谁看过我的病历" (mobile).
+security events for privacy officers (with their unread count, and the live alerts socket
+`/ws/security-alerts` behind the badge of every staff page), and the patient's "谁看过我的病历"
+(mobile).
 
 They read through the same functions as the JSON API (`yiyun.identity.audit_api`) and are
 audited the same way: every page view of the log is an `audit-read` entry.
@@ -7,24 +9,30 @@ audited the same way: every page view of the log is an `audit-read` entry.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from yiyun.core.db import get_engine, is_sqlite, unit_of_work
+from yiyun.core.realtime import get_broker
 from yiyun.core.errors import BadRequest, NotFound
 from yiyun.identity.audit import query, verify
 from yiyun.identity.audit_api import (
     LOCAL_TZ, SECURITY_READ_ROLES, SECURITY_WRITE_ROLES, _filters, access_log, actor_names, may_read_audit,
 )
 from yiyun.identity.audit_tables import audit_chain_head
-from yiyun.identity.auth import AuthContext
+from yiyun.identity import security_alerts
+from yiyun.identity.auth import AuthContext, require_subject
 from yiyun.identity.security_events import KINDS, STATUSES, acknowledge, list_events
-from yiyun.identity.sessions import check_csrf, current_user, require_page_user, require_patient_page_user
+from yiyun.identity.sessions import (
+    WebSocketUnauthorized, check_csrf, current_user, require_page_user, require_patient_page_user, websocket_context,
+)
 from yiyun.identity.web import render
 
 router = APIRouter(include_in_schema=False)
@@ -127,9 +135,14 @@ async def security_events_page(request: Request, ctx: AuthContext = Depends(requ
     kind = kind if kind in KINDS else None
     page = request.query_params.get("page", "1")
     page_no = int(page) if page.isdigit() and 0 < int(page) < 10_000 else 1
-    async with unit_of_work(get_engine(), write=False) as conn:
+    officer = security_alerts.OFFICER_ROLE in ctx.roles
+    async with unit_of_work(get_engine(), write=officer) as conn:
         events = await list_events(conn, ctx.tenant, status=None if status == "all" else status, kind=kind,
                                    limit=51, offset=(page_no - 1) * 50)
+        # what was new since the officer's last visit is counted, then this visit reads it
+        unread = await security_alerts.unread_count(conn, ctx.tenant, _recipient(ctx)) if officer else None
+        if officer:
+            await security_alerts.mark_seen(conn, ctx.tenant, _recipient(ctx))
     more = len(events) > 50
     for ev in events:
         ev["first_local"], ev["last_local"] = iso_local(ev["first_seen"]), iso_local(ev["last_seen"])
@@ -140,8 +153,65 @@ async def security_events_page(request: Request, ctx: AuthContext = Depends(requ
         labels=EVENT_LABELS,
         statuses=(*STATUSES, "all"), can_acknowledge=bool(SECURITY_WRITE_ROLES.intersection(ctx.roles)),
         next_url="/audit/security-events?" + urlencode({**query_base, "page": page_no + 1}) if more else None,
-        done=request.query_params.get("done"),
+        done=request.query_params.get("done"), unread=unread,
     )
+
+
+def _recipient(ctx: AuthContext) -> str:
+    """The officer's account (sessions), or the token's subject."""
+    return (ctx.account_id or ctx.subject)[:36]
+
+
+@router.get("/api/security/alerts")
+async def security_alerts_unread(ctx: AuthContext = Depends(require_subject)) -> dict:
+    """{"unread": n}: open events raised since the officer last opened the events page."""
+    if security_alerts.OFFICER_ROLE not in ctx.roles:
+        from yiyun.core.errors import Forbidden
+
+        raise Forbidden("仅隐私保护负责人接收安全告警 (for privacy officers)")
+    async with unit_of_work(get_engine(), write=False) as conn:
+        return {"unread": await security_alerts.unread_count(conn, ctx.tenant, _recipient(ctx))}
+
+
+@router.websocket("/ws/security-alerts")
+async def security_alerts_socket(websocket: WebSocket) -> None:
+    """Live alerts for a signed-in privacy officer: `{"type": "hello", "unread": n}`, then one
+    `{"type": "security-events", "events": [...], "unread": n}` per scan that raised an
+    event the tenant alerts on (`security_alerts`). Others are closed with 4403."""
+    try:
+        ctx = await websocket_context(websocket)
+    except WebSocketUnauthorized:
+        return
+    await websocket.accept()
+    if security_alerts.OFFICER_ROLE not in ctx.roles:
+        await websocket.close(code=4403)
+        return
+    async with get_broker().subscribe(security_alerts.channel(ctx.tenant)) as sub:
+        await websocket.send_json({"type": "hello", "unread": await _unread(ctx)})
+        pump = asyncio.create_task(_forward_alerts(websocket, sub, ctx))
+        try:
+            while True:
+                await websocket.receive_text()  # nothing is expected; this notices the close
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            pump.cancel()
+            with contextlib.suppress(BaseException):
+                await pump
+
+
+async def _unread(ctx: AuthContext) -> int:
+    async with unit_of_work(get_engine(), write=False) as conn:
+        return await security_alerts.unread_count(conn, ctx.tenant, _recipient(ctx))
+
+
+async def _forward_alerts(websocket: WebSocket, sub, ctx: AuthContext) -> None:
+    try:
+        async for message in sub:
+            await websocket.send_json({**message, "unread": await _unread(ctx)})
+        await websocket.close(code=1013)  # cut off for falling behind: the page reconnects
+    except (WebSocketDisconnect, RuntimeError):
+        pass
 
 
 @router.post("/audit/security-events/{event_id}/acknowledge")

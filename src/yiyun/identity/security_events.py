@@ -47,6 +47,7 @@ from yiyun.core.db import unit_of_work
 from yiyun.core.errors import BadRequest, Forbidden, NotFound
 from yiyun.core.logging import get_logger
 from yiyun.fhir.model import now_us
+from yiyun.identity import security_alerts
 from yiyun.identity.audit_tables import audit_chain_head, audit_log
 from yiyun.identity.security_tables import security_event, security_policy, security_scan_state
 
@@ -75,6 +76,10 @@ DEFAULT_POLICY: dict[str, Any] = {
         "exempt_roles": [], "exempt_actors": [],
     },
     "dedupe_minutes": 60,
+    # kinds that alert the privacy officers at once (`security_alerts`): the high-severity
+    # ones, and a user reading unusually many patients, the sign of snooping or of a stolen
+    # account, which must be stopped while it happens rather than found in tomorrow's review
+    "alerts": {"kinds": ["break-glass", "second-factor-reset", "many-patients"]},
 }
 MINUTE_US = 60_000_000
 
@@ -126,6 +131,9 @@ def check_policy(policy: dict) -> dict:
         if (not isinstance(ah[k], list) or len(ah[k]) > 500
                 or not all(isinstance(x, str) and 0 < len(x) <= 256 for x in ah[k])):
             raise BadRequest(f"after_hours.{k} 应为最多 500 个字符串的列表 (must be a list of at most 500 strings)")
+    alert_kinds = policy["alerts"]["kinds"]
+    if not isinstance(alert_kinds, list) or not all(k in KINDS for k in alert_kinds):
+        raise BadRequest(f"alerts.kinds 应为以下类型的列表: {', '.join(KINDS)} (must be a list of event kinds)")
     d = policy["dedupe_minutes"]
     if not isinstance(d, int) or isinstance(d, bool) or not 1 <= d <= 7 * 24 * 60:
         raise BadRequest("dedupe_minutes 应为 1–10080 的整数")
@@ -188,6 +196,9 @@ class ScanReport:
     raised: int = 0
     repeated: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+    # events raised by this scan, for the alerts sent once their transaction has committed
+    new_events: list[dict] = field(default_factory=list)
+    alert_kinds: dict[str, list[str]] = field(default_factory=dict)  # per tenant, from its policy
 
     def as_dict(self) -> dict:
         return {"tenants": self.tenants, "scanned": self.scanned, "raised": self.raised, "repeated": self.repeated,
@@ -452,6 +463,7 @@ async def _record(conn, tenant: str, triggers: list[Trigger], policy: dict, repo
             current[(t.kind, t.subject)] = ev
         changed[ev["id"]] = ev
         created.add(ev["id"])
+        report.new_events.append(ev)
         report.raised += 1
         report.by_kind[t.kind] = report.by_kind.get(t.kind, 0) + 1
         log.warning("security_event", tenant=tenant, kind=t.kind, subject=t.subject, seq=t.seq,
@@ -494,6 +506,7 @@ async def scan_tenant(
     if not rows:
         return report
     policy = await load_policy(conn, tenant)
+    report.alert_kinds[tenant] = list(policy["alerts"]["kinds"])
     triggers = [
         *await _failed_signins(conn, tenant, rows, state, policy),
         *await _many_patients(conn, tenant, rows, state, policy),
@@ -527,9 +540,12 @@ async def scan(engine: AsyncEngine, *, tenant: str | None = None, chunk: int = 5
     for t in tenants:
         report.tenants += 1
         while True:
+            raised_before = len(report.new_events)
             async with unit_of_work(engine, write=True) as conn:
                 scanned_before = report.scanned
                 await scan_tenant(conn, t, chunk=chunk, report=report)
+            # committed: now the privacy officers may be told (published messages cannot be taken back)
+            await security_alerts.notify(engine, t, report.new_events[raised_before:], report.alert_kinds.get(t))
             if report.scanned - scanned_before < chunk:
                 break
     return report

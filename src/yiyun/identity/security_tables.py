@@ -51,3 +51,15 @@ security_policy = Table(
     Column("updated_by", String(256), nullable=True),
     Column("updated_ts", BigInteger, nullable=False),
 )
+
+# Per privacy officer and tenant (migration 0016_consent): when the last alert SMS went out
+# (at most one per 15 minutes, `security_alerts.SMS_INTERVAL_MINUTES`) and how far they have
+# read the events page (events whose first audit entry is past `seen_seq` are unread).
+security_alert_recipient = Table(
+    "security_alert_recipient",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("account_id", String(36), primary_key=True),
+    Column("last_sms_ts", BigInteger, nullable=True),
+    Column("seen_seq", BigInteger, nullable=True),
+)

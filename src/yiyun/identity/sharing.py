@@ -7,12 +7,16 @@ JSON API (bearer token or the browser session; cookie writes need the CSRF heade
   nurse of the patient's tenant, with a care relationship (or break-glass), reads the same
   person's records in the region's other tenants that hold an active regional-sharing
   Consent of that person; each record read is audited in the tenant that holds it.
-- `GET|POST /api/consent`, `DELETE /api/consent/{id}` — the patient's own consents.
+- `GET|POST /api/consent`, `DELETE /api/consent/{id}` — the patient's own consents, and with
+  `ward` (body field or query parameter) a guardian's for a ward (`consent_guardians`).
+- `POST /api/consent/desk`, `GET /api/consent/forms/…` — paper consent recorded at the desk
+  (`consent_desk`).
 - `POST|GET /api/break-glass`, `DELETE /api/break-glass/{grant}` — declare, list (privacy
   officers), end.
 - `GET /api/cdc/cases?since=&code=`, `POST|DELETE /api/cdc/cases/{case}/investigation`.
 
-Pages: `/me/consent` (patients, phone layout), `/break-glass` (doctors and nurses).
+Pages: `/me/consent` (patients and guardians, phone layout), `/consent/desk` (registration
+staff, privacy officers), `/break-glass` (doctors and nurses).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from yiyun.core.db import get_engine, unit_of_work
 from yiyun.core.errors import BadRequest, Forbidden, NotFound
 from yiyun.fhir.model import RequestContext
 from yiyun.fhir.repository import FhirRepository
-from yiyun.identity import breakglass, cdc
+from yiyun.identity import breakglass, cdc, consent_desk, consent_guardians
 from yiyun.identity import consent as consents
 from yiyun.identity.audit import AuditEntry, append_committed
 from yiyun.identity.auth import AuthContext, require_subject
@@ -119,32 +123,62 @@ async def get_regional_records(patient_id: str, types: str | None = Query(None),
 
 
 # ------------------------------------------------------------------ consent
+async def _acting_for(ctx: AuthContext, ward: Any, kind: str | None = None) -> tuple[str, consents.GivenBy]:
+    """Whose consent the caller manages: their own, or a ward's as guardian (403 unless the
+    guardianship holds now; 409 when the adult ward's own choice about `kind` stands)."""
+    patient = _own_patient(ctx)
+    if ward is None or ward == "":
+        return patient, consents.SELF
+    if not isinstance(ward, str) or not 0 < len(ward.strip()) <= 64:
+        raise BadRequest("ward 应为被监护人的患者编号 (ward must be the ward's Patient id)")
+    ward = ward.strip()
+    if ward == patient:
+        return patient, consents.SELF
+    guardian = await consent_guardians.guardian_for(get_engine(), ctx.tenant, patient, ward)
+    if kind is not None:
+        await consent_guardians.check_ward_has_not_chosen(get_engine(), ctx.tenant, ward, kind)
+    return ward, consents.GivenBy(guardian=guardian)
+
+
+async def _consent_state(ctx: AuthContext) -> dict:
+    engine = get_engine()
+    patient = _own_patient(ctx)
+    wards = await consent_guardians.wards_of(engine, ctx.tenant, patient)
+    return {"patient": f"Patient/{patient}", "consents": await consents.status(engine, ctx.tenant, patient),
+            "wards": [{"patient": f"Patient/{w['id']}", "name": w["name"], "birthDate": w["birthDate"],
+                       "consents": await consents.status(engine, ctx.tenant, w["id"])} for w in wards]}
+
+
 @api.get("/consent")
 async def get_consent(ctx: AuthContext = Depends(require_subject)) -> dict:
-    patient = _own_patient(ctx)
-    return {"patient": f"Patient/{patient}", "consents": await consents.status(get_engine(), ctx.tenant, patient)}
+    return await _consent_state(ctx)
 
 
 @api.post("/consent", status_code=201)
 async def post_consent(body: dict[str, Any] = Body(...), ctx: AuthContext = Depends(require_subject)) -> dict:
-    patient = _own_patient(ctx)
     kind = consents.check_kind(str(body.get("kind", "")))
-    written = await consents.grant(get_engine(), ctx, patient, kind)
-    return {"kind": kind, "granted": written,
+    patient, given_by = await _acting_for(ctx, body.get("ward"), kind)
+    written = await consents.grant(get_engine(), ctx, patient, kind, given_by)
+    return {"kind": kind, "patient": f"Patient/{patient}", "granted": written,
             "consents": await consents.status(get_engine(), ctx.tenant, patient)}
 
 
 @api.delete("/consent/{consent_id}")
-async def delete_consent(consent_id: str, ctx: AuthContext = Depends(require_subject)) -> dict:
-    patient = _own_patient(ctx)
+async def delete_consent(consent_id: str, ward: str | None = Query(None),
+                         ctx: AuthContext = Depends(require_subject)) -> dict:
+    _own_patient(ctx)
     engine = get_engine()
     async with unit_of_work(engine, write=False) as conn:
         stored = await FhirRepository(conn, ctx).read("Consent", consent_id)  # 404 unless in the caller's compartment
     kind = consents.kind_of(stored.resource)
     if kind is None:
         raise NotFound(f"未找到授权 Consent/{consent_id} (consent not found)")
-    revoked = await consents.revoke(engine, ctx, patient, kind)
-    return {"kind": kind, "revoked": revoked, "consents": await consents.status(engine, ctx.tenant, patient)}
+    patient, given_by = await _acting_for(ctx, ward, kind)
+    if (stored.resource.get("patient") or {}).get("reference") != f"Patient/{patient}":
+        raise NotFound(f"未找到授权 Consent/{consent_id} (consent not found)")
+    revoked = await consents.revoke(engine, ctx, patient, kind, given_by)
+    return {"kind": kind, "patient": f"Patient/{patient}", "revoked": revoked,
+            "consents": await consents.status(engine, ctx.tenant, patient)}
 
 
 # ------------------------------------------------------------------ break-glass
@@ -214,24 +248,32 @@ async def consent_page(request: Request):
     from yiyun.identity.web import render
 
     ctx = await _page_user(request, patient=True)
+    notice = request.query_params.get("done")
     if not ctx.patient:
-        return render(request, "identity/consent.html", consents=None, notice=request.query_params.get("done"))
-    state = await consents.status(get_engine(), ctx.tenant, ctx.patient)
-    return render(request, "identity/consent.html", consents=state, notice=request.query_params.get("done"))
+        return render(request, "identity/consent.html", consents=None, wards=[], notice=notice)
+    state = await _consent_state(ctx)
+    return render(request, "identity/consent.html", consents=state["consents"], wards=state["wards"], notice=notice)
 
 
 @pages.post("/me/consent")
 async def consent_form(request: Request):
+    from yiyun.core.errors import YiyunError
+
     ctx = await _page_user(request, patient=True)
     form = await request.form()
     await _check_form_csrf(request, form)
-    patient = _own_patient(ctx)
     kind = consents.check_kind(str(form.get("kind", "")))
+    try:
+        patient, given_by = await _acting_for(ctx, form.get("ward") or None, kind)
+    except YiyunError as err:
+        if err.status != 409:
+            raise
+        return RedirectResponse("/me/consent?done=ward-chose", status_code=303)
     if form.get("action") == "revoke":
-        await consents.revoke(get_engine(), ctx, patient, kind)
+        await consents.revoke(get_engine(), ctx, patient, kind, given_by)
         done = "revoked"
     else:
-        await consents.grant(get_engine(), ctx, patient, kind)
+        await consents.grant(get_engine(), ctx, patient, kind, given_by)
         done = "granted"
     return RedirectResponse(f"/me/consent?done={done}", status_code=303)
 
@@ -274,3 +316,4 @@ def install(app: FastAPI) -> None:
     """Mount this module's routes on `app` (called once by the composition root)."""
     app.include_router(api)
     app.include_router(pages)
+    consent_desk.install(app)
