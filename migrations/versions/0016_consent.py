@@ -1,14 +1,14 @@
 """Security alerts to privacy officers: SMS throttle and read marker per officer.
 
 Revision ID: 0016_consent
-Revises: 0014_jobs
+Revises: 0015_ward
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0016_consent"
-down_revision = "0014_jobs"  # 0015_ward once that branch is merged
+down_revision = "0015_ward"
 branch_labels = None
 depends_on = None
 

@@ -633,7 +633,7 @@ ROLE_LABELS = {"doctor": "医生", "nurse": "护士", "pharmacist": "药师", "a
                "patient": "患者"}
 ACTION_LABELS = {"read": "查看", "vread": "查看历史版本", "history": "查看修改历史", "search": "查询", "create": "新建",
                  "update": "修改", "patch": "修改", "delete": "删除", "export": "导出", "operation": "处理",
-                 "break-glass": "紧急调阅", "consent": "授权变更"}
+                 "break-glass": "紧急调阅", "consent": "授权变更", "free-text-masked": "隐去文本中的证件号或手机号"}
 RESOURCE_LABELS = {
     "Patient": "基本信息", "Observation": "检查检验结果", "Condition": "诊断", "Encounter": "就诊记录",
     "MedicationRequest": "处方", "MedicationDispense": "发药记录", "MedicationStatement": "用药记录",
