@@ -226,3 +226,34 @@ async def close_brokers() -> None:
     loop_id = id(asyncio.get_running_loop())
     for key in [k for k in _brokers if k[1] == loop_id]:
         await _brokers.pop(key).close()
+
+
+async def relay_to_websocket(websocket, subscription, send, *, on_text=None, cut_off_code: int = 1013) -> None:
+    """Pass a subscription's frames to a WebSocket until either side ends.
+
+    `send(frame)` writes one frame (it may filter or add to it); `on_text(raw)` answers what
+    the client sends (pings), if anything. A subscription cut off for falling behind closes
+    the socket with `cut_off_code` (1013, try again later): the page reconnects and re-reads
+    its state. Returns when the client goes away."""
+    from starlette.websockets import WebSocketDisconnect
+
+    async def forward() -> None:
+        try:
+            async for frame in subscription:
+                await send(frame)
+            await websocket.close(code=cut_off_code)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+
+    pump = asyncio.create_task(forward())
+    try:
+        while True:
+            raw = await websocket.receive_text()
+            if on_text is not None:
+                await on_text(raw)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        pump.cancel()
+        with contextlib.suppress(BaseException):
+            await pump

@@ -9,18 +9,16 @@ audited the same way: every page view of the log is an `audit-read` entry.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Form, Request, WebSocket
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from yiyun.core.db import get_engine, is_sqlite, unit_of_work
-from yiyun.core.realtime import get_broker
+from yiyun.core.realtime import get_broker, relay_to_websocket
 from yiyun.core.errors import BadRequest, NotFound
 from yiyun.identity.audit import query, verify
 from yiyun.identity.audit_api import (
@@ -186,32 +184,17 @@ async def security_alerts_socket(websocket: WebSocket) -> None:
     if security_alerts.OFFICER_ROLE not in ctx.roles:
         await websocket.close(code=4403)
         return
+    async def send(message: dict) -> None:
+        await websocket.send_json({**message, "unread": await _unread(ctx)})
+
     async with get_broker().subscribe(security_alerts.channel(ctx.tenant)) as sub:
         await websocket.send_json({"type": "hello", "unread": await _unread(ctx)})
-        pump = asyncio.create_task(_forward_alerts(websocket, sub, ctx))
-        try:
-            while True:
-                await websocket.receive_text()  # nothing is expected; this notices the close
-        except (WebSocketDisconnect, RuntimeError):
-            pass
-        finally:
-            pump.cancel()
-            with contextlib.suppress(BaseException):
-                await pump
+        await relay_to_websocket(websocket, sub, send)
 
 
 async def _unread(ctx: AuthContext) -> int:
     async with unit_of_work(get_engine(), write=False) as conn:
         return await security_alerts.unread_count(conn, ctx.tenant, _recipient(ctx))
-
-
-async def _forward_alerts(websocket: WebSocket, sub, ctx: AuthContext) -> None:
-    try:
-        async for message in sub:
-            await websocket.send_json({**message, "unread": await _unread(ctx)})
-        await websocket.close(code=1013)  # cut off for falling behind: the page reconnects
-    except (WebSocketDisconnect, RuntimeError):
-        pass
 
 
 @router.post("/audit/security-events/{event_id}/acknowledge")

@@ -44,7 +44,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from yiyun.core.errors import BadRequest, YiyunError
 from yiyun.core.logging import get_logger
-from yiyun.core.realtime import get_broker
+from yiyun.core.realtime import get_broker, relay_to_websocket
 from yiyun.identity.sessions import WebSocketUnauthorized, websocket_context
 from yiyun.hospital.consultations import service, signalling, writer
 from yiyun.hospital.consultations.service import Party, open_work, party_of
@@ -277,28 +277,17 @@ async def queue_socket(websocket: WebSocket) -> None:
         await websocket.send_text(orjson.dumps({"type": "error", "status": exc.status, "detail": exc.message}).decode())
         await websocket.close(code=WS_FORBIDDEN)
         return
+
+    async def send(frame: dict) -> None:
+        if frame.get("type") == "queue":
+            await websocket.send_text(orjson.dumps(frame).decode())
+
+    async def answer(raw: str) -> None:
+        with contextlib.suppress(ValueError):
+            if len(raw) < 100 and orjson.loads(raw) == {"type": "ping"}:
+                await websocket.send_text('{"type":"pong"}')
+
     async with get_broker().subscribe(service.queue_channel(party.tenant)) as sub:
         await websocket.send_text(orjson.dumps({"type": "hello", "role": "doctor"}).decode())
-        pump = asyncio.create_task(_forward_queue(websocket, sub))
-        try:
-            while True:
-                raw = await websocket.receive_text()
-                with contextlib.suppress(ValueError):
-                    if len(raw) < 100 and orjson.loads(raw) == {"type": "ping"}:
-                        await websocket.send_text('{"type":"pong"}')
-        except (WebSocketDisconnect, RuntimeError):
-            pass
-        finally:
-            pump.cancel()
-            with contextlib.suppress(BaseException):
-                await pump
-
-
-async def _forward_queue(websocket: WebSocket, sub) -> None:
-    try:
-        async for frame in sub:
-            if frame.get("type") == "queue":
-                await websocket.send_text(orjson.dumps(frame).decode())
-        await websocket.close(code=WS_TRY_AGAIN)  # cut off: the page reconnects and re-reads the queue
-    except (WebSocketDisconnect, RuntimeError):
-        pass
+        # cut off: the page reconnects and re-reads the queue
+        await relay_to_websocket(websocket, sub, send, on_text=answer, cut_off_code=WS_TRY_AGAIN)
