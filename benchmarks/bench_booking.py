@@ -43,7 +43,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import drop_database, machine_info, new_database, save_results  # noqa: E402
+from common import Server, drop_database, machine_info, new_database, save_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -67,31 +67,6 @@ def token(**claims) -> dict[str, str]:
 
     tok, _ = issue_access_token(tenant=HOSPITAL, minutes=24 * 60, **claims)
     return {"Authorization": f"Bearer {tok}"}
-
-
-class Server:
-    def __init__(self, db_url: str, data_dir: Path, port: int):
-        self.env = {**os.environ, "YIYUN_DATABASE_URL": db_url, "YIYUN_DATA_DIR": str(data_dir),
-                    "YIYUN_LOG_LEVEL": "WARNING", "YIYUN_SECRET_KEY": SECRET}
-        self.base = f"http://127.0.0.1:{port}"
-        self.port = port
-
-    def __enter__(self):
-        self.log = open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "yiyun.cli", "serve", "--port", str(self.port)],
-                                     env=self.env, cwd=REPO, stdout=self.log, stderr=self.log)
-        for _ in range(150):
-            try:
-                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start")
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
-        self.log.close()
 
 
 async def search_all(repo, res_type: str, params: list[tuple[str, str]]) -> list:
@@ -323,7 +298,8 @@ def run_backend(backend: str, patients: int, port: int) -> dict:
             subprocess.run([sys.executable, "-m", "yiyun.cli", "db", "upgrade"], env=env, check=True,
                            capture_output=True, cwd=REPO)
             plan = asyncio.run(seed(db_url, patients))
-            with Server(db_url, Path(tmp), port) as server:
+            server_env = {**env, "YIYUN_LOG_LEVEL": "WARNING"}
+            with Server(server_env, port) as server:
                 phases = asyncio.run(run_phases(server.base, plan, patients))
             integrity = asyncio.run(check_double_bookings(db_url))
         finally:

@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import drop_database, machine_info, new_database, save_results  # noqa: E402
+from common import Server, drop_database, machine_info, new_database, save_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -85,28 +84,6 @@ def directory(patients: int) -> list[dict]:
     for i in range(patients):
         out.append({"resourceType": "Patient", "id": f"p{i}", "active": True, "name": [{"text": f"患者{i}"}]})
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(env: dict) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "yiyun.cli", "serve", "--port", str(port)], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not start: " + proc.stderr.read().decode()[-2000:])
 
 
 async def seed(base: str, n_open: int, n_waiting: int) -> tuple[list[tuple[str, str, str]], str]:
@@ -283,23 +260,19 @@ def run_backend(backend: str, args) -> dict:
     subprocess.run([sys.executable, "-m", "yiyun.cli", "db", "upgrade"], env=env, cwd=REPO, check=True,
                    capture_output=True)
     asyncio.run(verify_bench_patients(url, work, args.open + args.waiting))
-    proc, base = start_server(env)
     try:
-        t0 = time.perf_counter()
-        consultations, doctor = asyncio.run(seed(base, args.open, args.waiting))
-        print(f"[{backend}] seeded {args.open} open + {args.waiting} waiting consultations "
-              f"in {time.perf_counter() - t0:.0f} s", flush=True)
-        chat = asyncio.run(chat_latency(base, consultations, args.rates, args.seconds))
-        queue = asyncio.run(queue_latency(base, doctor, args.queue_requests))
-        print(f"  queue: p50 {queue['p50_ms']} ms  p95 {queue['p95_ms']} ms "
-              f"({queue['waiting_in_queue']} waiting, {queue['active_of_doctor']} in progress)", flush=True)
-        return {"chat": chat, "doctor_queue": queue}
+        with Server(env) as server:
+            base = server.base
+            t0 = time.perf_counter()
+            consultations, doctor = asyncio.run(seed(base, args.open, args.waiting))
+            print(f"[{backend}] seeded {args.open} open + {args.waiting} waiting consultations "
+                  f"in {time.perf_counter() - t0:.0f} s", flush=True)
+            chat = asyncio.run(chat_latency(base, consultations, args.rates, args.seconds))
+            queue = asyncio.run(queue_latency(base, doctor, args.queue_requests))
+            print(f"  queue: p50 {queue['p50_ms']} ms  p95 {queue['p95_ms']} ms "
+                  f"({queue['waiting_in_queue']} waiting, {queue['active_of_doctor']} in progress)", flush=True)
+            return {"chat": chat, "doctor_queue": queue}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         drop_database(url)
 
 

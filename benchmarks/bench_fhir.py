@@ -15,7 +15,6 @@ import asyncio
 import os
 import random
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import drop_database, machine_info, new_database, save_results  # noqa: E402
+from common import Server, drop_database, machine_info, new_database, save_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("YIYUN_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -54,31 +53,6 @@ def pct(values: list[float], p: float) -> float:
 # ------------------------------------------------------------------ databases
 
 
-
-
-class Server:
-    def __init__(self, db_url: str, data_dir: Path, port: int = 8765):
-        self.env = {**os.environ, "YIYUN_DATABASE_URL": db_url, "YIYUN_DATA_DIR": str(data_dir),
-                    "YIYUN_LOG_LEVEL": "WARNING", "YIYUN_DEFAULT_TENANT": TENANT, "YIYUN_SECRET_KEY": SECRET}
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-
-    def __enter__(self):
-        subprocess.run([sys.executable, "-m", "yiyun.cli", "db", "upgrade"], env=self.env, check=True,
-                       capture_output=True, cwd=REPO)
-        self.proc = subprocess.Popen([sys.executable, "-m", "yiyun.cli", "serve", "--port", str(self.port)],
-                                     env=self.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start")
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
 
 
 # ------------------------------------------------------------------- workload
@@ -289,7 +263,9 @@ async def run_backend(backend: str, sizes: list[int]) -> dict:
     db_url = new_database(backend, workdir)
     result: dict = {"backend": backend}
     try:
-        with Server(db_url, workdir) as server:
+        env = {**os.environ, "YIYUN_DATABASE_URL": db_url, "YIYUN_DATA_DIR": str(workdir),
+               "YIYUN_LOG_LEVEL": "WARNING", "YIYUN_DEFAULT_TENANT": TENANT, "YIYUN_SECRET_KEY": SECRET}
+        with Server(env, 8765, upgrade=True) as server:
             async with httpx.AsyncClient(base_url=server.base, timeout=600,
                                          headers=bearer()) as client:
                 bundles = synthea_bundles()

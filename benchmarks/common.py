@@ -83,3 +83,53 @@ def drop_database(url: str) -> None:
     with admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
     admin.dispose()
+
+
+class Server:
+    """One `yiyun serve` process for a benchmark, started with `env` on `port` (a free one
+    when None), ready once /healthz answers; stopped on leaving the `with` block. With
+    `upgrade`, the database is migrated first. Its output goes to BENCH_SERVER_LOG if set."""
+
+    def __init__(self, env: dict, port: int | None = None, *, upgrade: bool = False) -> None:
+        self.env, self.upgrade = env, upgrade
+        self.port = port or _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "Server":
+        import sys
+        import time
+
+        import httpx
+
+        repo = Path(__file__).resolve().parents[1]
+        if self.upgrade:
+            subprocess.run([sys.executable, "-m", "yiyun.cli", "db", "upgrade"], env=self.env, check=True,
+                           capture_output=True, cwd=repo)
+        self.log = open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "yiyun.cli", "serve", "--port", str(self.port)],
+                                     env=self.env, cwd=repo, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError("server did not start (set BENCH_SERVER_LOG=path to see why)")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -6,6 +6,7 @@ Screenshots land in tests/e2e/screens/ (not committed) for people to look at.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,32 @@ def screenshot(page, name: str) -> Path:
     path = SCREENS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+WAIT = 15_000  # ms, for elements that come after a server round trip
+
+
+def no_sideways_scroll(page) -> None:
+    """Patients' pages fit a 375 px phone without scrolling sideways."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], page.url
+
+
+def sms_code(page, base: str, number: str) -> str:
+    """The latest code sent to `number`, read from the development SMS outbox."""
+    outbox = page.context.new_page()
+    outbox.goto(base + "/dev/sms-outbox")
+    body = outbox.locator("#outbox tr", has_text=number).first.locator(".body").inner_text()
+    outbox.close()
+    return re.search(r"\b(\d{6})\b", body).group(1)
+
+
+def sign_in_patient(page, base: str, number: str) -> None:
+    """A patient opens /patient, is sent to SMS sign-in, and comes back signed in."""
+    page.goto(base + "/patient")
+    page.wait_for_url(re.compile(r"/signin/patient"))
+    page.fill("#phone", number)
+    page.click("#send-code button[type=submit]")
+    page.locator(".notice").wait_for(timeout=WAIT)
+    page.fill("#code", sms_code(page, base, number))
+    page.click("#verify-code button[type=submit]")
+    page.wait_for_url(base + "/patient")

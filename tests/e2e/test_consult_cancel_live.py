@@ -13,8 +13,8 @@ from datetime import date
 import pyotp
 import pytest
 
-from tests.e2e.conftest import screenshot
-from tests.e2e.test_hospital_journey import PASSWORD, WAIT, hospital_server  # noqa: F401  (fixture)
+from tests.e2e.conftest import WAIT, screenshot, sign_in_patient
+from tests.e2e.test_hospital_journey import PASSWORD, hospital_server  # noqa: F401  (fixture)
 from yiyun.core import resident_id
 
 pytestmark = pytest.mark.browser
@@ -22,18 +22,7 @@ PHONE_NUMBER = "13911112222"
 
 
 def _patient_signs_in_and_verifies(p, base: str) -> None:
-    p.goto(base + "/patient")
-    p.wait_for_url(re.compile(r"/signin/patient"))
-    p.fill("#phone", PHONE_NUMBER)
-    p.click("#send-code button[type=submit]")
-    p.locator(".notice").wait_for(timeout=WAIT)
-    outbox = p.context.new_page()
-    outbox.goto(base + "/dev/sms-outbox")
-    body = outbox.locator("#outbox tr", has_text=PHONE_NUMBER).first.locator(".body").inner_text()
-    outbox.close()
-    p.fill("#code", re.search(r"\b(\d{6})\b", body).group(1))
-    p.click("#verify-code button[type=submit]")
-    p.wait_for_url(base + "/patient")
+    sign_in_patient(p, base, PHONE_NUMBER)
     p.goto(base + "/me/real-name")
     p.fill("#rn-name", "王小明")
     p.fill("#rn-id", resident_id.build("310101", date(1990, 1, 1), 246))  # 王小明 in the sandbox

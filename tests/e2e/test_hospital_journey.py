@@ -21,14 +21,13 @@ import pyotp
 import pytest
 
 from tests.conftest import REPO, running_server
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import WAIT, no_sideways_scroll, screenshot, sign_in_patient
 from yiyun.core import resident_id
 
 pytestmark = pytest.mark.browser
 PASSWORD = "Correct-horse-battery-9"
 TENANT = "e2e-hospital"
 PHONE_NUMBER = "13987654321"
-WAIT = 15_000  # ms, for elements that come after a server round trip
 
 
 def cli(env, *args) -> str:
@@ -98,28 +97,13 @@ def _photo() -> bytes:
     return buf.getvalue()
 
 
-def _no_sideways_scroll(page) -> None:
-    assert page.evaluate("document.documentElement.scrollWidth") <= 375, page.url
-
-
 def test_patient_books_and_consults_doctor_accepts_replies_and_writes_the_record(hospital_server, phone, desktop):
     base = hospital_server
     p = phone
     # --- the patient signs in with an SMS code
-    p.goto(base + "/patient")
-    p.wait_for_url(re.compile(r"/signin/patient\?next=/patient"))
-    p.fill("#phone", PHONE_NUMBER)
-    p.click("#send-code button[type=submit]")
-    p.locator(".notice").wait_for(timeout=WAIT)
-    outbox = p.context.new_page()
-    outbox.goto(base + "/dev/sms-outbox")
-    body = outbox.locator("#outbox tr", has_text=PHONE_NUMBER).first.locator(".body").inner_text()
-    outbox.close()
-    p.fill("#code", re.search(r"\b(\d{6})\b", body).group(1))
-    p.click("#verify-code button[type=submit]")
-    p.wait_for_url(base + "/patient")
+    sign_in_patient(p, base, PHONE_NUMBER)
     assert p.locator("h1").first.inner_text() == "互联网医院"
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-patient-home-phone")
 
     # --- finds the doctor
@@ -127,12 +111,12 @@ def test_patient_books_and_consults_doctor_accepts_replies_and_writes_the_record
     p.wait_for_url(re.compile(r"/patient/doctors"))
     card = p.locator("article.doctor", has_text="李医生")
     assert "主任医师" in card.inner_text() and "图文问诊 ¥30" in card.inner_text()
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-patient-doctors-phone")
     card.locator("h3 a").click()
     p.wait_for_url(re.compile(r"/patient/doctors/e2e-hospital/role-li"))
     assert "擅长慢性咳嗽" in p.locator("body").inner_text()
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-patient-doctor-phone")
 
     # --- books an online slot: a queue number
@@ -140,7 +124,7 @@ def test_patient_books_and_consults_doctor_accepts_replies_and_writes_the_record
     p.wait_for_url(re.compile(r"/patient/appointments/e2e-hospital/"))
     assert "预约成功" in p.locator(".notice").inner_text()
     assert p.locator("[data-queue-number]").inner_text().strip().isdigit()
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-patient-booked-phone")
 
     # --- starts a text consultation for the booking: first told to verify the real name
@@ -148,7 +132,7 @@ def test_patient_books_and_consults_doctor_accepts_replies_and_writes_the_record
     p.wait_for_url(re.compile(r"/patient/consult/new"))
     consult_form = p.url
     assert "实名" in p.locator("#real-name-needed").inner_text()
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-patient-real-name-needed-phone")
     p.click("#go-real-name")
     p.wait_for_url(base + "/me/real-name")
@@ -164,14 +148,14 @@ def test_patient_books_and_consults_doctor_accepts_replies_and_writes_the_record
     p.set_input_files("input[name=photos]", files=[{"name": "throat.png", "mimeType": "image/png",
                                                     "buffer": _photo()}])
     p.locator("#photo-preview img").wait_for(timeout=WAIT)
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-patient-consult-form-phone")
     p.click("#consult-form button[type=submit]")
     p.wait_for_url(re.compile(r"/patient/consultations/[^/?]+$"))
     cid = p.url.rsplit("/", 1)[1]
     assert "等待医生接诊" in p.locator("body").inner_text()
     assert p.locator("#pre-consultation img").count() == 1
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-patient-waiting-phone")
 
     # --- the doctor signs in (password, TOTP enrolment) and opens the queue
@@ -203,7 +187,7 @@ def test_patient_books_and_consults_doctor_accepts_replies_and_writes_the_record
     d.click("#chat .yc-send")
     d.locator("#chat .yc-msg", has_text="有发热吗").wait_for(timeout=WAIT)
     p.locator("#chat .yc-msg", has_text="有发热吗").wait_for(timeout=WAIT)
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-patient-chat-phone")
 
     # --- the record: a diagnosis never made in person is refused with the rule's reason
@@ -228,7 +212,7 @@ def test_patient_books_and_consults_doctor_accepts_replies_and_writes_the_record
     p.locator("#visit-record").wait_for(timeout=WAIT)
     text = p.locator("#visit-record").inner_text()
     assert "多饮水" in text and "干咳一周" in text
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-patient-record-phone")
 
     # --- the doctor's schedule page

@@ -14,12 +14,11 @@ import httpx
 import pytest
 
 from tests.conftest import running_server
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import WAIT, no_sideways_scroll, screenshot, sign_in_patient
 from tests.e2e.test_hospital_journey import TENANT, cli, directory
 
 pytestmark = pytest.mark.browser
 PHONE_NUMBER = "13987650001"
-WAIT = 15_000
 
 
 @pytest.fixture(scope="module")
@@ -49,31 +48,12 @@ def clinic_server(tmp_path_factory):
         http.close()
 
 
-def _no_sideways_scroll(page) -> None:
-    assert page.evaluate("document.documentElement.scrollWidth") <= 375, page.url
-
-
-def _sign_in(p, base: str) -> None:
-    p.goto(base + "/patient")
-    p.wait_for_url(re.compile(r"/signin/patient"))
-    p.fill("#phone", PHONE_NUMBER)
-    p.click("#send-code button[type=submit]")
-    p.locator(".notice").wait_for(timeout=WAIT)
-    outbox = p.context.new_page()
-    outbox.goto(base + "/dev/sms-outbox")
-    body = outbox.locator("#outbox tr", has_text=PHONE_NUMBER).first.locator(".body").inner_text()
-    outbox.close()
-    p.fill("#code", re.search(r"\b(\d{6})\b", body).group(1))
-    p.click("#verify-code button[type=submit]")
-    p.wait_for_url(base + "/patient")
-
-
 def test_leave_rebook_and_waitlist_on_a_phone(clinic_server, phone):
     base, http, slots = clinic_server
     assert len(slots) >= 3
     first, second = slots[0], slots[1]
     p = phone
-    _sign_in(p, base)
+    sign_in_patient(p, base, PHONE_NUMBER)
     doctor_page = f"{base}/patient/doctors/{TENANT}/role-li"
     p.goto(doctor_page)
     p.locator(f"button[data-slot='{first['id']}']").click()
@@ -87,13 +67,13 @@ def test_leave_rebook_and_waitlist_on_a_phone(clinic_server, phone):
     p.goto(base + "/patient/appointments")
     notes = p.locator("[data-notifications]")
     assert "因医生停诊已取消" in notes.inner_text()
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-leave-bookings-phone")
     notes.locator("a").first.click()
     rebook = p.locator("[data-rebook]")
     rebook.wait_for(timeout=WAIT)
     assert "一键改约" in rebook.inner_text()
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-leave-rebook-phone")
     rebook.locator("button[data-rebook-slot]").last.click()  # a later day: the next one is Wang's
     p.wait_for_url(re.compile(r"booked=1"))
@@ -106,12 +86,12 @@ def test_leave_rebook_and_waitlist_on_a_phone(clinic_server, phone):
     day = (datetime.fromisoformat(second["start"].replace("Z", "+00:00")) + timedelta(hours=8)).date().isoformat()
     join = p.locator(f"[data-waitlist] button[data-join='{day}']")
     assert join.count() == 1
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-waitlist-doctor-phone")
     join.click()
     p.wait_for_url(re.compile(r"/patient/appointments\?notice="))
     assert "排第 1 位" in p.locator("body").inner_text()
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)
     screenshot(p, "hospital-waitlist-bookings-phone")
 
     # Wang cancels: the slot is the patient's at once
@@ -120,4 +100,4 @@ def test_leave_rebook_and_waitlist_on_a_phone(clinic_server, phone):
     p.goto(base + "/patient/appointments")
     text = p.locator("body").inner_text()
     assert "候补成功" in text and "已约上" in text
-    _no_sideways_scroll(p)
+    no_sideways_scroll(p)

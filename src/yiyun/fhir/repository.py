@@ -483,9 +483,8 @@ class FhirRepository:
         )
         live = [(p.stored.rid, p.stored.tenant, indexed.get(id(p), p.resource)) for p in plans if p.resource is not None]
         if live:
-            # what the replaced versions were indexed from, so only changed parameters are rewritten
-            previous = {p.stored.rid: fhir_protection.index_view(p.existing.resource)
-                        for p in updates if p.resource is not None and not p.existing.deleted}
+            # the replaced versions, so only changed parameters are rewritten
+            previous = {p.stored.rid: p.existing for p in updates if p.resource is not None and not p.existing.deleted}
             await fhir_search.write_index(self.conn, live, replace=bool(updates), previous=previous)
         gone = [p.stored.rid for p in plans if p.resource is None]
         if gone:

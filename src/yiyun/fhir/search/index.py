@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 import orjson
 
+from yiyun.fhir.model import StoredResource
 from yiyun.fhir.protection import index_view
 from yiyun.fhir.search import custom
 from yiyun.fhir.search.registry import Registry, builtin_registry
@@ -40,12 +41,12 @@ def extract(res: dict, registry: Registry | None = None) -> dict[str, list[tuple
 
 async def write_index(
     conn: AsyncConnection, items: list[tuple[int, str, dict]], *, replace: bool,
-    previous: dict[int, dict] | None = None,
+    previous: dict[int, StoredResource] | None = None,
 ) -> None:
     """Index the current version of each (rid, tenant, resource); one executemany per table.
 
-    `replace` drops the resources' existing rows first. `previous` ({rid: what the index was
-    built from for the version being replaced}) narrows that to the parameters whose rows
+    `replace` drops the resources' existing rows first. `previous` ({rid: the stored version
+    being replaced}) narrows that to the parameters whose rows
     changed: a Slot going from free to busy rewrites its `status` row, not its eight tables.
     Only for tenants without custom SearchParameters, whose rows were all built by the same
     built-in registry (a custom parameter added since a row was written is picked up by a
@@ -65,13 +66,13 @@ async def write_index(
         reg = registries[tenant]
         head = (rid, tenant, res.get("resourceType"))
         rows_now = extract(res, reg)
-        before = previous.get(rid) if replace and reg is builtin else None
-        if before is None:
+        replaced = previous.get(rid) if replace and reg is builtin else None
+        if replaced is None:
             whole.append(rid)
             for key, rows in rows_now.items():
                 batches[key].extend(head + row for row in rows)
             continue
-        rows_before = extract(before, reg)
+        rows_before = extract(index_view(replaced.resource), reg)
         for key, rows in rows_now.items():
             old, new = set(rows_before[key]), set(rows)
             if old == new:

@@ -104,6 +104,12 @@ class Connection:
         return True
 
 
+async def _refuse(websocket: WebSocket, status: int, detail: str, code: int) -> None:
+    """Tell the page why (an error frame, as the JSON API would say it) and close."""
+    await websocket.send_text(orjson.dumps({"type": "error", "status": status, "detail": detail}).decode())
+    await websocket.close(code=code)
+
+
 async def consultation_socket(websocket: WebSocket, consultation_id: str) -> None:
     try:
         ctx = await websocket_context(websocket)
@@ -116,13 +122,9 @@ async def consultation_socket(websocket: WebSocket, consultation_id: str) -> Non
         async with open_work(party, write=False) as work:
             row, relation = await service.load(work, consultation_id)
     except ValueError:
-        await websocket.send_text(orjson.dumps({"type": "error", "status": 400, "detail": "since 应为整数"}).decode())
-        await websocket.close(code=1008)
-        return
+        return await _refuse(websocket, 400, "since 应为整数 (since must be an integer)", 1008)
     except YiyunError as exc:
-        await websocket.send_text(orjson.dumps({"type": "error", "status": exc.status, "detail": exc.message}).decode())
-        await websocket.close(code=WS_NOT_FOUND if exc.status == 404 else WS_FORBIDDEN)
-        return
+        return await _refuse(websocket, exc.status, exc.message, WS_NOT_FOUND if exc.status == 404 else WS_FORBIDDEN)
     conn = Connection(websocket, party, consultation_id, relation)
     conn.messages = websocket.query_params.get("messages") != "none"
     broker = get_broker()
@@ -274,9 +276,7 @@ async def queue_socket(websocket: WebSocket) -> None:
         if party.role != "doctor":
             raise service.Forbidden("只有医生可以订阅候诊队列 (the queue is for doctors)")
     except YiyunError as exc:
-        await websocket.send_text(orjson.dumps({"type": "error", "status": exc.status, "detail": exc.message}).decode())
-        await websocket.close(code=WS_FORBIDDEN)
-        return
+        return await _refuse(websocket, exc.status, exc.message, WS_FORBIDDEN)
 
     async def send(frame: dict) -> None:
         if frame.get("type") == "queue":
