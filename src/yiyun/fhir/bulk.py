@@ -157,8 +157,11 @@ async def _write_type(conn, tenant, res_type, level, since_us, patients, out_dir
 
 # --------------------------------------------------------------- the job
 async def _set_job(engine: AsyncEngine, job_id: str, **values) -> None:
+    # a job cancelled meanwhile stays cancelled: the client's DELETE may land between the
+    # job's first read and its first write
     async with unit_of_work(engine) as conn:
-        await conn.execute(update(export_job).where(export_job.c.job_id == job_id).values(**values))
+        await conn.execute(update(export_job).where(export_job.c.job_id == job_id, export_job.c.status != "cancelled")
+                           .values(**values))
 
 
 async def run_export_job(engine: AsyncEngine, job_id: str, base_url: str) -> None:
